@@ -1,0 +1,63 @@
+"""A circuit breaker: stop calling a failing cache, probe it again after a cool-down."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("sqlmodel_cache")
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+class Breaker:
+    """Opens after ``failures`` consecutive failures; after ``cooldown`` seconds lets one
+    call through as a probe, which closes it on success and reopens it on failure."""
+
+    def __init__(
+        self, failures: int, cooldown: float, *, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._threshold = failures
+        self._cooldown = cooldown
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at = 0.0
+        self.state = CLOSED
+
+    def allow(self) -> bool:
+        """Whether to call the cache now."""
+        if self.state is CLOSED:
+            return True
+        with self._lock:
+            if self.state is OPEN and self._timer() - self._opened_at >= self._cooldown:
+                self.state = HALF_OPEN  # this caller is the probe; the others wait
+                return True
+            return False
+
+    def success(self) -> None:
+        if self.state is CLOSED and not self._failures:
+            return
+        with self._lock:
+            self._failures = 0
+            if self.state is not CLOSED:
+                self.state = CLOSED
+                log.info("cache reachable again: circuit breaker closed")
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self.state is HALF_OPEN or (
+                self.state is CLOSED and self._failures >= self._threshold
+            ):
+                if self.state is CLOSED:
+                    log.warning(
+                        "cache failed %d times in a row: circuit breaker open, the database "
+                        "answers alone; probing again every %.1f s",
+                        self._failures,
+                        self._cooldown,
+                    )
+                self.state = OPEN
+                self._opened_at = self._timer()

@@ -1,0 +1,225 @@
+"""SQLModelCache: the one global entry point."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+import sqlalchemy as sa
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from sqlalchemy.util import greenlet_spawn
+
+from . import _listeners, _runtime  # noqa: F401 - importing _listeners attaches them
+from ._bridge import Bridge
+from ._config import BreakerConfig, CacheConfig, L1Config, Settings, check_ttl
+from ._errors import ConfigurationError
+from ._feed import Feed
+from ._l1 import L1
+from ._registry import ModelInfo, registry
+from ._stats import CacheStats
+from .transport import (
+    AsyncCacheTransport,
+    CacheTransport,
+    MemoryTransport,
+    RedisAsyncTransport,
+    RedisSyncTransport,
+)
+
+_REDIS_CLIENTS = (redis.Redis, RedisCluster, redis.asyncio.Redis, AsyncRedisCluster)
+
+
+def _check_transport(transport: Any) -> Any:
+    """The synchronous transport the listeners will call, after checking what was given."""
+    if isinstance(transport, _REDIS_CLIENTS):
+        raise ConfigurationError(
+            f"configure() needs a transport, got a raw {type(transport).__name__} client: "
+            "wrap it, e.g. transport=RedisSyncTransport(client)"
+        )
+    if isinstance(transport, type) or not isinstance(transport, CacheTransport):
+        raise ConfigurationError(
+            "transport must be an object with get(key), set(key, value, ttl) and "
+            f"delete(*keys) methods, got {transport!r}"
+        )
+    if not inspect.iscoroutinefunction(transport.get):
+        return transport
+    if not isinstance(getattr(transport, "sync", None), CacheTransport):
+        raise ConfigurationError(
+            f"async transport {type(transport).__name__} needs a .sync transport on the "
+            "same store, for plain Sessions"
+        )
+    return Bridge(transport)
+
+
+def _pubsub_client(transport: Any) -> Any:
+    """The blocking Redis client that carries invalidations to other processes' L1."""
+    if isinstance(transport, MemoryTransport):
+        return None  # one process: dropping the local L1 is enough
+    if isinstance(transport, RedisSyncTransport):
+        return transport.client
+    if isinstance(transport, RedisAsyncTransport):
+        return transport.sync.client
+    raise ConfigurationError(
+        "l1 needs a transport that can tell other processes about invalidations "
+        f"(RedisSyncTransport, RedisAsyncTransport or MemoryTransport), got {transport!r}"
+    )
+
+
+def _l1_config(l1: Any) -> L1Config | None:
+    if l1 is False:
+        return None
+    if l1 is True:
+        return L1Config()
+    if isinstance(l1, L1Config):
+        return l1
+    raise ConfigurationError(f"l1 must be True, False or an L1Config, got {l1!r}")
+
+
+def _tiers(
+    config: L1Config | None, transport: Any, key_prefix: str, origin: str
+) -> tuple[L1 | None, Feed | None]:
+    """The in-process tier and its invalidation feed, when anything uses them."""
+    wanted = any((registry.config(cls) or CacheConfig()).l1 for cls in registry.models())
+    if config is None and not wanted:
+        return None, None
+    try:
+        client = _pubsub_client(transport)
+    except ConfigurationError:
+        if config is not None:
+            raise
+        log.warning("models ask for l1 but %r cannot spread invalidations: no l1", transport)
+        return None, None
+    if client is None:
+        return L1(config or L1Config(), usable=True), None
+    tier = L1(config or L1Config(), usable=False)  # usable once the feed is subscribed
+    return tier, Feed(client, _runtime.channel_of(key_prefix), tier, origin)
+
+
+def _runtime_or_raise() -> _runtime.Runtime:
+    runtime = _runtime.current
+    if runtime is None:
+        raise ConfigurationError(_runtime.NOT_CONFIGURED)
+    return runtime
+
+
+def _model_info(model: Any) -> ModelInfo:
+    if not isinstance(model, type) or sa.inspect(model, raiseerr=False) is None:
+        raise ConfigurationError(f"{model!r} is not a mapped model class")
+    info = registry.info(model)
+    if info is None:
+        raise ConfigurationError(
+            f"{model.__name__} is not cached: give it __cache_config__, @cached or CachedModel"
+        )
+    return info
+
+
+def _identity(info: ModelInfo, ident: Any) -> Sequence[Any]:
+    """Primary-key values in mapper order, from ident as session.get() takes it."""
+    names = info.pk_names
+    if isinstance(ident, Mapping):
+        missing = [name for name in names if name not in ident]
+        if missing or len(ident) != len(names):
+            raise ConfigurationError(
+                f"{info.name} identity needs exactly the keys {names}, got {sorted(ident)}"
+            )
+        return [ident[name] for name in names]
+    values = list(ident) if isinstance(ident, (tuple, list)) else [ident]
+    if len(values) != len(names) or None in values:
+        raise ConfigurationError(
+            f"{info.name} identity needs {len(names)} non-None value(s) for {names}, got {ident!r}"
+        )
+    return values
+
+
+log = logging.getLogger("sqlmodel_cache")
+
+
+class SQLModelCache:
+    """Configure, inspect and invalidate the cache (class-level API, one per process)."""
+
+    @classmethod
+    def configure(
+        cls,
+        transport: CacheTransport | AsyncCacheTransport | None = None,
+        *,
+        default_ttl: int = 300,
+        key_prefix: str = "sqlmodelcache",
+        enabled: bool = True,
+        l1: bool | L1Config = False,
+        breaker: BreakerConfig | None = BreakerConfig(),  # noqa: B008 - frozen, so shared safely
+        max_entry_bytes: int = 1 << 20,
+    ) -> None:
+        """Set up the cache once at startup; ``transport=None`` keeps entries in process."""
+        if _runtime.current is not None:
+            raise ConfigurationError(
+                "SQLModelCache is already configured: call SQLModelCache.reset() before "
+                "configuring it again"
+            )
+        check_ttl("default_ttl", default_ttl, optional=False)
+        if type(key_prefix) is not str or not key_prefix or not key_prefix.isprintable():
+            raise ConfigurationError(
+                f"key_prefix must be a non-empty printable str, got {key_prefix!r}"
+            )
+        if type(enabled) is not bool:
+            raise ConfigurationError(f"enabled must be True or False, got {enabled!r}")
+        if transport is None:
+            transport = MemoryTransport()
+        listened = _check_transport(transport)
+        l1_config = _l1_config(l1)
+        if breaker is None:
+            breaker = BreakerConfig(failures=sys.maxsize)  # never opens
+        elif not isinstance(breaker, BreakerConfig):
+            raise ConfigurationError(f"breaker must be a BreakerConfig or None, got {breaker!r}")
+        if type(max_entry_bytes) is not int or max_entry_bytes <= 0:
+            raise ConfigurationError(
+                f"max_entry_bytes must be a positive int, got {max_entry_bytes!r}"
+            )
+        settings = Settings(
+            transport, default_ttl, key_prefix, enabled, l1_config, breaker, max_entry_bytes
+        )
+        origin = uuid.uuid4().hex  # names this process's messages on the invalidation channel
+        tier, feed = _tiers(l1_config, transport, key_prefix, origin) if enabled else (None, None)
+        _runtime.current = _runtime.Runtime(settings, listened, tier, feed, origin)
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget the configuration (models stay registered); configure() may be called again."""
+        runtime, _runtime.current = _runtime.current, None
+        if runtime is not None:
+            runtime.close()
+
+    @classmethod
+    def get_config(cls) -> Settings:
+        """The active settings: transport, default_ttl, key_prefix, enabled."""
+        return _runtime_or_raise().settings
+
+    @classmethod
+    def registered_models(cls) -> tuple[type, ...]:
+        """Every model opted in to caching, in definition order."""
+        return registry.models()
+
+    @classmethod
+    def stats(cls) -> CacheStats:
+        """Counters since configure(): totals and ``by_model[name]``."""
+        runtime = _runtime_or_raise()
+        return runtime.stats.snapshot(runtime.breaker.state)
+
+    @classmethod
+    def invalidate(cls, model: type, ident: Any) -> None:
+        """Drop one row's entry, for writes the ORM did not see (raw SQL, other services)."""
+        info = _model_info(model)
+        runtime = _runtime_or_raise()
+        body = info.template.body(_identity(info, ident))
+        if runtime.enabled:
+            runtime.invalidate([(info, body)])
+
+    @classmethod
+    async def ainvalidate(cls, model: type, ident: Any) -> None:
+        """``invalidate`` for async code: awaits an async transport on the running loop."""
+        await greenlet_spawn(cls.invalidate, model, ident)

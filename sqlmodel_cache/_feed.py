@@ -1,0 +1,112 @@
+"""Cross-process invalidation: every process publishes, processes with an L1 listen.
+
+One Redis pub/sub channel under the key prefix carries, per commit, the keys
+it invalidated: a first line naming the sending process, then one key per line
+(a line ending in ``*`` is a whole model's prefix). Every process publishes,
+with or without an L1 of its own, since any of them may write. A process skips
+its own messages: it dropped those rows from its L1 already. The listener is a
+daemon thread on a blocking client, for sync and async apps alike: it must keep
+running whatever event loops come and go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ._l1 import L1
+
+log = logging.getLogger("sqlmodel_cache")
+
+_POLL = 0.1  # seconds between checks of the stop flag
+_MAX_BACKOFF = 2.0
+_PING_EVERY = 0.5  # seconds between heartbeats on the subscription
+_SILENCE = 2.0  # seconds without any reply after which the subscription counts as lost
+
+
+def message(origin: str, keys: Sequence[str], prefixes: Sequence[str]) -> str:
+    """One message: the sender, then a line per key or prefix."""
+    return "\n".join([origin, *keys, *(prefix + "*" for prefix in prefixes)])
+
+
+def parse(data: bytes | str) -> tuple[str, list[str], list[str]]:
+    """The sender, keys and prefixes of one message."""
+    text = data.decode() if isinstance(data, bytes) else data
+    origin, _, body = text.partition("\n")
+    keys, prefixes = [], []
+    for line in body.split("\n"):
+        if line.endswith("*"):
+            prefixes.append(line[:-1])
+        elif line:
+            keys.append(line)
+    return origin, keys, prefixes
+
+
+class Feed:
+    """Listens on the invalidation channel and applies others' messages to the local L1."""
+
+    def __init__(self, client: Any, channel: str, l1: L1, origin: str) -> None:
+        self._client = client
+        self.channel = channel
+        self._l1 = l1
+        self.origin = origin
+        self.subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listen, name="sqlmodel-cache-feed", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _listen(self) -> None:
+        backoff = _POLL
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(self.channel)
+                heard = pinged = time.monotonic()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=_POLL)
+                    now = time.monotonic()
+                    if message is not None:
+                        heard = now
+                        if self._apply(message):
+                            backoff = _POLL
+                    elif now - heard > _SILENCE:
+                        # A partition may leave the socket open and quiet: without a
+                        # reply to our pings, messages could be missed unnoticed.
+                        raise ConnectionError(f"no reply from Redis for {_SILENCE} s")
+                    if now - pinged >= _PING_EVERY:
+                        pubsub.ping()
+                        pinged = now
+            except Exception as exc:  # noqa: BLE001 - the feed must outlive any error
+                if self.subscribed.is_set():
+                    log.warning("lost the invalidation feed, in-process tier off: %r", exc)
+                self.subscribed.clear()
+                self._l1.suspend()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+            finally:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    pubsub.close()
+        self._l1.suspend()
+
+    def _apply(self, message: dict[str, Any]) -> bool:
+        """Act on one pub/sub message; True when it confirms the subscription."""
+        if message["type"] == "subscribe":
+            # Anything cached before this moment may have missed a message.
+            self._l1.resume()
+            self.subscribed.set()
+            return True
+        if message["type"] == "message":
+            origin, keys, prefixes = parse(message["data"])
+            if origin != self.origin:
+                self._l1.drop(keys, prefixes)
+        return False

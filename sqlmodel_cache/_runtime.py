@@ -1,0 +1,316 @@
+"""The configured cache: tiers, transport, settings and counters, with fail-open I/O.
+
+Every transport call goes through the same gate: the circuit breaker must let
+it through, and invalidations that could not be delivered earlier are
+delivered first. So after an outage no entry is read or filled before the
+deletions that were due while the cache was away.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._breaker import Breaker
+from ._codec import Unencodable
+from ._config import Settings
+from ._feed import Feed, message
+from ._flights import Flights
+from ._l1 import L1
+from ._pending import Pending
+from ._registry import ModelInfo
+from ._stats import Stats
+from .transport import LeasingTransport
+
+log = logging.getLogger("sqlmodel_cache")
+
+NOT_CONFIGURED = (
+    "SQLModelCache is not configured: call SQLModelCache.configure() at startup, "
+    "before the first session.get() of a cached model"
+)
+
+# The fill token of transports without leases: fills are best effort.
+UNGUARDED = b""
+
+
+def channel_of(key_prefix: str) -> str:
+    """The pub/sub channel of invalidations under a key prefix."""
+    return f"{key_prefix}:invalidations"
+
+
+class _Throttle:
+    """Lets one warning of each kind through per interval, so an outage is not a log flood."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+
+    def __call__(self, kind: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self._interval) < self._interval:
+            return False
+        self._last[kind] = now
+        return True
+
+
+class Runtime:
+    """One configure() call's live state: L1, then the transport (L2), then the database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Any,
+        l1: L1 | None = None,
+        feed: Feed | None = None,
+        origin: str = "",
+    ) -> None:
+        self.settings = settings
+        self.transport = transport  # synchronous: the configured one, or a Bridge to it
+        self.prefix = settings.key_prefix + ":"
+        self.default_ttl = settings.default_ttl
+        self.enabled = settings.enabled
+        self.max_entry_bytes = settings.max_entry_bytes
+        self.stats = Stats()
+        self.flights = Flights()
+        self.l1 = l1
+        self.feed = feed
+        self.origin = origin
+        self.breaker = Breaker(settings.breaker.failures, settings.breaker.cooldown)
+        self.pending = Pending()
+        self._blind_until = 0.0  # no reads before this (lost invalidations, no way to drop all)
+        self._longest_ttl = settings.default_ttl
+        self._l1_models: dict[ModelInfo, L1 | None] = {}
+        self._throttle = _Throttle()
+        self._warned_models: set[str] = set()
+        # Chosen once: lease-guarded fills when the transport can, else best effort;
+        # publishing invalidations to other processes' L1 when it can publish.
+        self.leasing = isinstance(transport, LeasingTransport)
+        self._fetch = self._lease if self.leasing else self._get
+        self._store = transport.fill if self.leasing else self._set
+        self.channel = channel_of(settings.key_prefix) if hasattr(transport, "invalidate") else None
+        self._delete_model = getattr(transport, "delete_model", None)
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+
+    def l1_for(self, info: ModelInfo) -> L1 | None:
+        """The in-process tier a model uses: its own setting, else the global one."""
+        try:
+            return self._l1_models[info]
+        except KeyError:
+            wanted = info.config.l1 if info.config.l1 is not None else self.settings.l1 is not None
+            tier = self._l1_models[info] = self.l1 if wanted else None
+            return tier
+
+    # -- the gate --------------------------------------------------------------
+
+    def _failed(self, action: str, name: str | None, exc: Exception) -> None:
+        counters = self.stats.for_model(name) if name else self.stats.unattributed
+        counters.errors += 1
+        self.breaker.failure()
+        if self._throttle(action):
+            log.warning("cache %s failed, the database answers instead: %r", action, exc)
+
+    def _ready(self) -> bool:
+        """Whether the transport may be called now."""
+        if not self.breaker.allow():
+            return False
+        if self.pending.waiting and not self._deliver_pending():
+            return False
+        return not self._blind_until or self._sight_back()
+
+    def _sight_back(self) -> bool:
+        """Whether the blind spell after lost invalidations is over."""
+        if time.monotonic() < self._blind_until:
+            return False
+        self._blind_until = 0.0
+        return True
+
+    def _deliver_pending(self) -> bool:
+        keys, prefixes, everything = self.pending.take()
+        if everything:
+            keys, prefixes = [], [self.prefix]
+        if prefixes and self._delete_model is None:
+            # Nothing can drop those entries: stop reading until they have expired.
+            self._blind_until = time.monotonic() + self._longest_ttl
+            prefixes = []
+        try:
+            self._send(keys, prefixes)
+        except Exception as exc:  # noqa: BLE001
+            self.pending.restore(keys, prefixes, everything)
+            self._failed("invalidate", None, exc)
+            return False
+        self.breaker.success()
+        return True
+
+    def _send(self, keys: Sequence[str], prefixes: Sequence[str]) -> None:
+        """Delete keys and prefixes in L2 and tell the other processes."""
+        for prefix in prefixes:
+            assert self._delete_model is not None
+            self._delete_model(prefix)
+        if self.channel is not None:
+            if keys or prefixes:
+                self.transport.invalidate(keys, self.channel, message(self.origin, keys, prefixes))
+        elif keys:
+            self.transport.delete(*keys)
+
+    # -- reads and fills ---------------------------------------------------------
+
+    def _get(self, key: str) -> tuple[bytes | None, bytes | None]:
+        return self.transport.get(key), UNGUARDED
+
+    def _lease(self, key: str) -> tuple[bytes | None, bytes | None]:
+        return self.transport.lease(key)  # type: ignore[no-any-return]
+
+    def _set(self, key: str, _token: bytes, value: bytes, ttl: int) -> bool:
+        self.transport.set(key, value, ttl)
+        return True
+
+    def recall(self, info: ModelInfo, key: str) -> tuple[list[Any] | None, int]:
+        """(values, _) from the in-process tier, else (None, the L1 epoch to fill with)."""
+        l1 = self.l1_for(info)
+        if l1 is None:
+            return None, 0
+        values = l1.get(key)
+        if values is None:
+            return None, l1.epoch  # read before L2, so an invalidation meanwhile is seen
+        counters = self.stats.for_model(info.name)
+        counters.l1_hits += 1
+        counters.hits += 1
+        return info.thaw(values), 0
+
+    def fetch(self, info: ModelInfo, key: str, epoch: int) -> tuple[list[Any] | None, bytes | None]:
+        """(values, None) on an L2 hit, else (None, fill token or None when not to fill)."""
+        counters = self.stats.for_model(info.name)
+        token = None
+        if self._ready():
+            try:
+                data, token = self._fetch(key)
+                if data is not None:
+                    values = self._decode(info, data)
+                    if values is not None:
+                        self.breaker.success()
+                        counters.hits += 1
+                        l1 = self.l1_for(info)
+                        if l1 is not None:
+                            l1.put(key, info.thaw(values), epoch)
+                        return values, None
+                    self._unreadable(info, key)
+                    if self.leasing:  # replace it under a lease of our own
+                        self.transport.delete(key)
+                        data, token = self._fetch(key)
+                self.breaker.success()
+            except Exception as exc:  # noqa: BLE001 - fail-open: any transport error is a miss
+                self._failed("read", info.name, exc)
+                token = None
+        counters.misses += 1
+        return None, token
+
+    def _decode(self, info: ModelInfo, data: bytes) -> list[Any] | None:
+        if len(data) > self.max_entry_bytes:
+            return None
+        return info.codec.decode(data)
+
+    def _unreadable(self, info: ModelInfo, key: str) -> None:
+        if info.name not in self._warned_models:
+            self._warned_models.add(info.name)
+            log.warning(
+                "ignoring an unreadable cache entry for %s (%s); it is replaced", info.name, key
+            )
+
+    def fill(
+        self, info: ModelInfo, key: str, token: bytes, values: list[Any], ttl: int, epoch: int
+    ) -> bool:
+        """Store one row's values under key if token still allows it; True when stored."""
+        counters = self.stats.for_model(info.name)
+        try:
+            payload = info.codec.encode(values)
+        except Unencodable as exc:
+            if info.name not in self._warned_models:
+                self._warned_models.add(info.name)
+                log.warning(
+                    "not caching a %s row: a value has no exact encoding (%s)", info.name, exc
+                )
+            self.release(info, key, token)
+            return False
+        if len(payload) > self.max_entry_bytes:
+            counters.too_large += 1
+            self.release(info, key, token)
+            return False
+        if not self._ready():
+            return False
+        try:
+            stored = self._store(key, token, payload, ttl)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("fill", info.name, exc)
+            return False
+        self.breaker.success()
+        if not stored:
+            return False
+        self._longest_ttl = max(self._longest_ttl, ttl)
+        counters.fills += 1
+        l1 = self.l1_for(info)
+        if l1 is not None:
+            l1.put(key, info.thaw(values), epoch)
+        return True
+
+    def release(self, info: ModelInfo, key: str, token: bytes) -> None:
+        """Give up a lease this reader will not fill, so the next reader may."""
+        if token is UNGUARDED or not self._ready():
+            return  # an unreleased lease just expires
+        try:
+            self.transport.release(key, token)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("release", info.name, exc)
+
+    # -- invalidation -------------------------------------------------------------
+
+    def invalidate(self, bodies: Iterable[tuple[ModelInfo, str]]) -> None:
+        """Delete the entries of these (model, key body) pairs, in every tier and process."""
+        keys: list[str] = []
+        names: list[str] = []
+        for info, body in bodies:
+            keys.append(self.prefix + body)
+            names.append(info.name)
+        if keys:
+            self._invalidate(names, keys, ())
+
+    def invalidate_models(self, infos: Iterable[ModelInfo]) -> None:
+        """Delete every entry of these models (writes whose rows are unknown)."""
+        for info in infos:
+            prefix = f"{self.prefix}{info.name}:"
+            if self._delete_model is None:
+                self.stats.for_model(info.name).errors += 1
+                if self._throttle("whole-model"):
+                    log.warning(
+                        "cannot drop every %s entry: %s has no delete_model(); entries of "
+                        "rows written in bulk may be stale until their TTL",
+                        info.name,
+                        type(self.transport).__name__,
+                    )
+                if self.l1 is not None:
+                    self.l1.drop((), [prefix])
+                continue
+            self._invalidate([info.name], [], (prefix,))
+
+    def _invalidate(self, names: list[str], keys: list[str], prefixes: tuple[str, ...]) -> None:
+        if not self._ready():
+            self.pending.add(keys, prefixes)  # delivered before the next read or fill
+        else:
+            try:
+                self._send(keys, prefixes)
+            except Exception as exc:  # noqa: BLE001
+                self.pending.add(keys, prefixes)
+                self._failed("invalidate", names[0], exc)
+            else:
+                self.breaker.success()
+                for name in names:
+                    self.stats.for_model(name).invalidations += 1
+        if self.l1 is not None:  # after L2, so a reader cannot bring the old row back
+            self.l1.drop(keys, prefixes)
+
+
+current: Runtime | None = None

@@ -1,0 +1,311 @@
+"""Redis transports: redis-py clients (plain or cluster, sync or asyncio) behind the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
+from .._errors import ConfigurationError, TransportError
+from ._base import LEASE_MARK, new_lease_token
+
+# Every script touches one key, so they run on Redis Cluster too. They are sent
+# once and then called by SHA (redis-py's Script loads them again if needed).
+_LEASE = """
+local value = redis.call('GET', KEYS[1])
+if value then
+    if string.sub(value, 1, string.len(ARGV[3])) == ARGV[3] then return 0 end
+    return value
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_FILL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_SCAN_BATCH = 500
+
+
+class _Translate:
+    """Turns a redis-py error into TransportError, naming the operation."""
+
+    __slots__ = ("_action",)
+
+    def __init__(self, action: str) -> None:
+        self._action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and isinstance(exc, redis.RedisError):
+            raise TransportError(f"Redis {self._action} failed: {exc}") from exc
+
+
+_GET, _SET, _DEL = _Translate("GET"), _Translate("SET"), _Translate("DEL")
+_LEASE_OP, _FILL_OP = _Translate("lease"), _Translate("fill")
+_RELEASE_OP, _SCAN_OP = _Translate("release"), _Translate("SCAN/DEL")
+_INVALIDATE_OP = _Translate("DEL/PUBLISH")
+
+
+def _lease_reply(found: Any, token: bytes) -> tuple[bytes | None, bytes | None]:
+    if type(found) is int:
+        return None, (token if found == 1 else None)
+    return found, None
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so a prefix matches literally."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _lease_ms(lease_ttl: float) -> int:
+    if not isinstance(lease_ttl, (int, float)) or lease_ttl <= 0:
+        raise ConfigurationError(
+            f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}"
+        )
+    return max(1, int(lease_ttl * 1000))
+
+
+class RedisSyncTransport:
+    """Wraps a ``redis.Redis`` or ``RedisCluster`` client; Redis errors become TransportError."""
+
+    def __init__(self, client: redis.Redis | RedisCluster, *, lease_ttl: float = 5.0) -> None:
+        if not isinstance(client, (redis.Redis, RedisCluster)):
+            raise ConfigurationError(
+                f"RedisSyncTransport needs a redis.Redis or RedisCluster client, got {client!r}"
+            )
+        self.client = client
+        self._lease_ms = _lease_ms(lease_ttl)
+        self._lease_script = client.register_script(_LEASE)
+        self._fill_script = client.register_script(_FILL)
+        self._release_script = client.register_script(_RELEASE)
+
+    def get(self, key: str) -> bytes | None:
+        with _GET:
+            return self.client.get(key)  # type: ignore[return-value]
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        with _SET:
+            self.client.set(key, value, ex=ttl)
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            with _DEL:
+                # RedisCluster.delete splits the keys by slot, so no CROSSSLOT error.
+                self.client.delete(*keys)
+
+    def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
+        token = new_lease_token()
+        with _LEASE_OP:
+            found = self._lease_script(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
+        return _lease_reply(found, token)
+
+    def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
+        with _FILL_OP:
+            return bool(self._fill_script(keys=[key], args=[token, value, ttl]))
+
+    def release(self, key: str, token: bytes) -> None:
+        with _RELEASE_OP:
+            self._release_script(keys=[key], args=[token])
+
+    def invalidate(self, keys: Sequence[str], channel: str, message: str) -> None:
+        """Delete keys, then publish message on channel: one round trip on plain Redis."""
+        with _INVALIDATE_OP:
+            if isinstance(self.client, RedisCluster):
+                # No multi-key DEL across slots, and nodes do not order a pipeline's
+                # commands among themselves: the deletes must finish before the news.
+                if keys:
+                    pipe = self.client.pipeline()  # type: ignore[no-untyped-call]
+                    for key in keys:
+                        pipe.delete(key)
+                    pipe.execute()
+                self.client.publish(channel, message)
+                return
+            plain = self.client.pipeline(transaction=False)
+            if keys:
+                plain.delete(*keys)
+            plain.publish(channel, message)
+            plain.execute()
+
+    def delete_model(self, prefix: str) -> None:
+        with _SCAN_OP:
+            batch: list[Any] = []
+            for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
+                batch.append(key)
+                if len(batch) >= _SCAN_BATCH:
+                    self.client.delete(*batch)
+                    batch.clear()
+            if batch:
+                self.client.delete(*batch)
+
+
+# Connection settings that mean the same to redis-py's sync and asyncio clients.
+_SHARED_SETTINGS = (
+    "host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "client_name", "health_check_interval", "protocol", "encoding",
+    "encoding_errors", "decode_responses", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs",
+    "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname", "ssl_password",
+)  # fmt: skip
+
+
+def _settings(client: redis.asyncio.Redis | AsyncRedisCluster) -> dict[str, Any]:
+    """The connection settings of an asyncio client, as keyword arguments of a new one."""
+    if isinstance(client, AsyncRedisCluster):
+        node = next(iter(client.nodes_manager.startup_nodes.values()))
+        found: dict[str, Any] = dict(client.connection_kwargs, host=node.host, port=node.port)
+        connection_class = ""
+    else:
+        pool = client.connection_pool
+        found = dict(pool.connection_kwargs)
+        connection_class = pool.connection_class.__name__
+    settings = {name: found[name] for name in _SHARED_SETTINGS if name in found}
+    if connection_class == "SSLConnection":
+        settings["ssl"] = True
+    elif connection_class == "UnixDomainSocketConnection":
+        settings = {k: v for k, v in settings.items() if k not in ("host", "port")}
+        settings["unix_socket_path"] = found["path"]
+    return settings
+
+
+def _sync_twin(client: redis.asyncio.Redis | AsyncRedisCluster) -> redis.Redis | RedisCluster:
+    if isinstance(client, AsyncRedisCluster):
+        return RedisCluster(**_settings(client))
+    return redis.Redis(**_settings(client))
+
+
+def _async_twin(
+    client: redis.asyncio.Redis | AsyncRedisCluster,
+) -> redis.asyncio.Redis | AsyncRedisCluster:
+    if isinstance(client, AsyncRedisCluster):
+        return AsyncRedisCluster(**_settings(client))
+    return redis.asyncio.Redis(**_settings(client))
+
+
+class _LoopClient:
+    """An asyncio client and its scripts, for one event loop."""
+
+    __slots__ = ("client", "fill", "lease", "release")
+
+    def __init__(self, client: redis.asyncio.Redis | AsyncRedisCluster) -> None:
+        self.client = client
+        self.lease = client.register_script(_LEASE)
+        self.fill = client.register_script(_FILL)
+        self.release = client.register_script(_RELEASE)
+
+
+class RedisAsyncTransport:
+    """Wraps a ``redis.asyncio.Redis`` or ``RedisCluster`` for AsyncSession and Session alike.
+
+    asyncio clients belong to the event loop they first connect in: the given
+    client serves the first loop that uses the cache, and every other loop gets
+    a client of its own with the same settings. Plain Sessions, which run with
+    no loop of theirs, use ``sync``: a blocking client on the same Redis (built
+    from the same settings unless ``sync_client`` is given).
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | AsyncRedisCluster,
+        *,
+        sync_client: redis.Redis | RedisCluster | None = None,
+        lease_ttl: float = 5.0,
+    ) -> None:
+        if not isinstance(client, (redis.asyncio.Redis, AsyncRedisCluster)):
+            raise ConfigurationError(
+                "RedisAsyncTransport needs a redis.asyncio.Redis or RedisCluster client, "
+                f"got {client!r}"
+            )
+        self.client = client
+        self._lease_ms = _lease_ms(lease_ttl)
+        twin = sync_client if sync_client is not None else _sync_twin(client)
+        self.sync = RedisSyncTransport(twin, lease_ttl=lease_ttl)
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
+        self._loops = weakref.WeakKeyDictionary()
+        self._given_client_used = False
+
+    def _bound(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        bound = self._loops.get(loop)
+        if bound is None:
+            if self._given_client_used:
+                bound = _LoopClient(_async_twin(self.client))
+            else:
+                self._given_client_used = True
+                bound = _LoopClient(self.client)
+            self._loops[loop] = bound
+        return bound
+
+    async def get(self, key: str) -> bytes | None:
+        with _GET:
+            return await self._bound().client.get(key)  # type: ignore[return-value]
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        with _SET:
+            await self._bound().client.set(key, value, ex=ttl)
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            with _DEL:
+                await self._bound().client.delete(*keys)
+
+    async def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
+        token = new_lease_token()
+        with _LEASE_OP:
+            found = await self._bound().lease(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
+        return _lease_reply(found, token)
+
+    async def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
+        with _FILL_OP:
+            return bool(await self._bound().fill(keys=[key], args=[token, value, ttl]))
+
+    async def release(self, key: str, token: bytes) -> None:
+        with _RELEASE_OP:
+            await self._bound().release(keys=[key], args=[token])
+
+    async def invalidate(self, keys: Sequence[str], channel: str, message: str) -> None:
+        """Delete keys, then publish message on channel: one round trip on plain Redis."""
+        client = self._bound().client
+        with _INVALIDATE_OP:
+            if isinstance(client, AsyncRedisCluster):
+                if keys:
+                    pipe = client.pipeline()
+                    for key in keys:
+                        pipe.delete(key)
+                    await pipe.execute()
+                await client.publish(channel, message)
+                return
+            plain = client.pipeline(transaction=False)
+            if keys:
+                plain.delete(*keys)
+            plain.publish(channel, message)
+            await plain.execute()
+
+    async def delete_model(self, prefix: str) -> None:
+        client = self._bound().client
+        with _SCAN_OP:
+            batch: list[Any] = []
+            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
+                batch.append(key)
+                if len(batch) >= _SCAN_BATCH:
+                    await client.delete(*batch)
+                    batch.clear()
+            if batch:
+                await client.delete(*batch)

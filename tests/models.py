@@ -1,0 +1,118 @@
+"""Models shared by the tests."""
+
+import datetime as dt
+import decimal
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Integer,
+    Interval,
+    LargeBinary,
+    Numeric,
+    String,
+    Time,
+)
+from sqlalchemy import DateTime as SADateTime
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlmodel import Field, Relationship, SQLModel
+
+from sqlmodel_cache import CacheConfig, CachedModel, cached
+
+
+class Power(enum.Enum):
+    FLIGHT = "flight"
+    STRENGTH = "strength"
+
+
+class Team(CachedModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+    # Module-qualified: the examples define Hero classes of their own.
+    heroes: list["Hero"] = Relationship(
+        sa_relationship=relationship("tests.models.Hero", back_populates="team")
+    )
+
+
+class Hero(SQLModel, table=True):
+    __cache_config__ = CacheConfig(ttl=600)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+    age: int | None = None
+    team_id: int | None = Field(default=None, foreign_key="team.id")
+    team: Team | None = Relationship(
+        sa_relationship=relationship("tests.models.Team", back_populates="heroes")
+    )
+
+
+@cached
+class OrderItem(SQLModel, table=True):
+    order_id: int = Field(primary_key=True)
+    product_id: int = Field(primary_key=True)
+    quantity: int = 0
+
+
+@cached(ttl=120)
+class Tag(SQLModel, table=True):
+    name: str = Field(primary_key=True)
+    note: str = ""
+
+
+class Sample(CachedModel, table=True):
+    """One column of every common type."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    uid: uuid.UUID = Field(default_factory=uuid.uuid4)
+    text: str | None = None
+    flag: bool | None = None
+    ratio: float | None = None
+    price: decimal.Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 4)))
+    at: dt.datetime | None = Field(default=None, sa_column=Column(SADateTime(timezone=True)))
+    naive_at: dt.datetime | None = Field(default=None, sa_column=Column(SADateTime()))
+    day: dt.date | None = None
+    clock: dt.time | None = Field(default=None, sa_column=Column(Time()))
+    span: dt.timedelta | None = Field(default=None, sa_column=Column(Interval()))
+    power: Power | None = None
+    blob: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    data: Any = Field(default=None, sa_column=Column(JSON))
+
+
+class Plain(SQLModel, table=True):
+    """Never cached."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+
+
+class Disabled(SQLModel, table=True):
+    __cache_config__ = CacheConfig(enabled=False)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+
+
+class Base(DeclarativeBase):
+    """Plain SQLAlchemy declarative models are cached the same way."""
+
+
+class Author(Base):
+    __tablename__ = "author"
+    __cache_config__ = CacheConfig()
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    books: Mapped[list["Book"]] = relationship(lazy="selectin", back_populates="author")
+
+
+class Book(Base):
+    __tablename__ = "book"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    author_id: Mapped[int] = mapped_column(ForeignKey("author.id"))
+    author: Mapped[Author] = relationship(back_populates="books")

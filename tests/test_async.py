@@ -1,0 +1,251 @@
+"""AsyncSession, and one keyspace shared by async and plain sessions, on real Redis.
+
+Each test drives its own event loops with asyncio.run, so the loop shapes an app
+can have (none, one elsewhere, several) are explicit.
+"""
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import sqlalchemy as sa
+from sqlalchemy import event, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel import Session, col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sqlmodel_cache import ConfigurationError, SQLModelCache
+from sqlmodel_cache.transport import RedisAsyncTransport
+
+from .conftest import REDIS_URL
+from .heroes import name, seed
+from .models import Hero, Team
+
+# A blocking twin that cannot connect: any use of it from an AsyncSession shows
+# up as an error in stats() instead of a hit.
+DEAD = redis.Redis(port=1, socket_connect_timeout=0.2)
+
+
+def async_engine(engine: sa.Engine) -> AsyncEngine:
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    return create_async_engine(url)
+
+
+class Selects:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.count = 0
+        event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.count += statement.lstrip().upper().startswith("SELECT")
+
+
+async def aname(aengine: AsyncEngine, ident: int) -> str | None:
+    async with AsyncSession(aengine) as session:
+        hero = await session.get(Hero, ident)
+        return None if hero is None else hero.name
+
+
+def test_async_miss_hit_invalidation_rollback_and_bulk(engine, prefix, redis_client):
+    seed(engine, (1, "a"), (2, "b"))
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        SQLModelCache.configure(RedisAsyncTransport(client, sync_client=DEAD), key_prefix=prefix)
+        aengine = async_engine(engine)
+        selects = Selects(aengine)
+        assert await aname(aengine, 1) == "a"  # miss, fills
+        assert selects.count == 1
+        async with AsyncSession(aengine) as session:
+            hero = await session.get(Hero, 1)  # hit
+            assert selects.count == 1
+            hero.name = "renamed"
+            await session.commit()
+        assert await aname(aengine, 1) == "renamed"
+        async with AsyncSession(aengine) as session:
+            (await session.get(Hero, 1)).name = "rolled back"
+            await session.flush()
+            await session.rollback()
+        assert await aname(aengine, 1) == "renamed"
+        await aname(aengine, 2)
+        async with AsyncSession(aengine) as session:
+            await session.execute(update(Hero).where(col(Hero.id) == 2).values(name="bulk"))
+            await session.commit()
+        assert await aname(aengine, 2) == "bulk"
+        with Session(engine) as session:  # a write the ORM does not see
+            session.execute(sa.text("UPDATE hero SET name = 'raw' WHERE id = 2"))
+            session.commit()
+        await SQLModelCache.ainvalidate(Hero, 2)
+        assert await aname(aengine, 2) == "raw"
+        await aengine.dispose()
+        await client.aclose()
+
+    asyncio.run(main())
+    stats = SQLModelCache.stats()
+    assert stats.errors == 0
+    assert stats.hits == 3 and stats.invalidations >= 3
+
+
+def test_async_hit_loads_eager_relationships_without_missing_greenlet(engine, prefix):
+    with Session(engine) as session:
+        session.add(Team(id=1, name="t"))
+        session.add(Hero(id=1, name="a", team_id=1))
+        session.commit()
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        SQLModelCache.configure(RedisAsyncTransport(client, sync_client=DEAD), key_prefix=prefix)
+        aengine = async_engine(engine)
+        await aname(aengine, 1)
+        async with AsyncSession(aengine) as session:
+            hero = await session.get(Hero, 1)
+            await session.refresh(hero, ["team"])  # an explicit async load works on a hit
+            assert hero.team.name == "t"
+        await aengine.dispose()
+        await client.aclose()
+
+    asyncio.run(main())
+    assert SQLModelCache.stats().errors == 0
+
+
+def test_plain_session_in_a_script_with_no_event_loop(engine, prefix, sql):
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(
+        RedisAsyncTransport(redis.asyncio.Redis.from_url(REDIS_URL)), key_prefix=prefix
+    )
+    assert name(engine, 1) == "a"
+    sql.clear()
+    with Session(engine) as session:
+        hero = session.get(Hero, 1)
+        assert sql.statements == []  # a real hit
+        hero.name = "b"
+        session.commit()  # a real invalidation
+    assert name(engine, 1) == "b"
+    stats = SQLModelCache.stats()
+    assert (stats.errors, stats.hits, stats.fills) == (0, 1, 2)
+
+
+def test_sync_handler_in_a_worker_thread_while_the_app_loop_runs(engine, prefix, redis_client):
+    seed(engine, (1, "a"))
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    SQLModelCache.configure(RedisAsyncTransport(client), key_prefix=prefix)
+    loop = asyncio.new_event_loop()
+    app = threading.Thread(target=loop.run_forever, name="app-loop")
+    app.start()
+    try:
+        aengine = asyncio.run_coroutine_threadsafe(_make_engine(engine), loop).result(10)
+
+        def on_app_loop(coro: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+        assert on_app_loop(aname(aengine, 1)) == "a"  # the app loop fills
+        # This thread is a worker running a def endpoint: no loop of its own.
+        with Session(engine) as session:
+            hero = session.get(Hero, 1)  # a hit on what the app loop stored
+            hero.name = "from worker"
+            session.commit()
+        assert on_app_loop(aname(aengine, 1)) == "from worker"
+        assert on_app_loop(aname(aengine, 1)) == "from worker"
+        on_app_loop(aengine.dispose())
+        on_app_loop(client.aclose())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        app.join(10)
+        loop.close()
+    stats = SQLModelCache.stats()
+    assert stats.errors == 0
+    assert stats.hits == 2  # one in the worker, one on the app loop
+
+
+async def _make_engine(engine: sa.Engine) -> AsyncEngine:
+    return async_engine(engine)
+
+
+def test_async_sessions_on_a_second_event_loop(engine, prefix):
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(
+        RedisAsyncTransport(redis.asyncio.Redis.from_url(REDIS_URL), sync_client=DEAD),
+        key_prefix=prefix,
+    )
+
+    async def twice() -> list[str | None]:
+        aengine = async_engine(engine)
+        names = [await aname(aengine, 1), await aname(aengine, 1)]
+        await aengine.dispose()
+        return names
+
+    # The first loop binds the given client; the second, after the first closed,
+    # must get a client of its own rather than reuse one bound to a dead loop.
+    assert asyncio.run(twice()) == ["a", "a"]
+    assert asyncio.run(twice()) == ["a", "a"]
+    stats = SQLModelCache.stats()
+    assert (stats.errors, stats.hits) == (0, 3)
+
+
+def test_sync_commit_invalidates_what_async_sessions_see(engine, prefix):
+    seed(engine, (1, "old"))
+    SQLModelCache.configure(
+        RedisAsyncTransport(redis.asyncio.Redis.from_url(REDIS_URL)), key_prefix=prefix
+    )
+
+    async def read() -> str | None:
+        aengine = async_engine(engine)
+        try:
+            return await aname(aengine, 1)
+        finally:
+            await aengine.dispose()
+
+    assert asyncio.run(read()) == "old"
+    with Session(engine) as session:
+        session.get(Hero, 1).name = "New Name"
+        session.commit()
+    assert asyncio.run(read()) == "New Name"
+    assert name(engine, 1) == "New Name"  # filled by the async read, served to sync
+    assert SQLModelCache.stats().errors == 0
+
+
+def test_configure_rejects_an_async_transport_without_a_sync_twin():
+    class AsyncOnly:
+        async def get(self, key: str) -> bytes | None:
+            return None
+
+        async def set(self, key: str, value: bytes, ttl: int) -> None:
+            return None
+
+        async def delete(self, *keys: str) -> None:
+            return None
+
+    with pytest.raises(ConfigurationError, match=r"needs a \.sync transport"):
+        SQLModelCache.configure(AsyncOnly())  # type: ignore[arg-type]
+
+
+def test_async_transport_needs_an_asyncio_client():
+    with pytest.raises(ConfigurationError, match=r"redis\.asyncio\.Redis or RedisCluster"):
+        RedisAsyncTransport(redis.Redis())  # type: ignore[arg-type]
+
+
+def test_concurrent_async_misses_of_one_key_make_one_database_read(engine, prefix):
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(
+        RedisAsyncTransport(redis.asyncio.Redis.from_url(REDIS_URL), sync_client=DEAD),
+        key_prefix=prefix,
+    )
+
+    async def main() -> list[str | None]:
+        aengine = async_engine(engine)
+        selects = Selects(aengine)
+        # The first task leads before its first await; the others then find its
+        # flight and await it, so the loop keeps running the leader.
+        names = await asyncio.gather(*(aname(aengine, 1) for _ in range(5)))
+        assert selects.count == 1
+        await aengine.dispose()
+        return names
+
+    assert asyncio.run(main()) == ["a"] * 5
+    stats = SQLModelCache.stats()
+    assert (stats.errors, stats.misses, stats.hits) == (0, 1, 4)

@@ -1,0 +1,345 @@
+"""Outages: a stalled, cut, refused or restarted Redis never reaches the caller and never
+leads to a stale read. Real Redis behind a TCP proxy; the breaker on a fake clock."""
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import event
+from sqlmodel import Session
+
+from sqlmodel_cache import BreakerConfig, SQLModelCache
+from sqlmodel_cache._breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from sqlmodel_cache._pending import Pending
+from sqlmodel_cache.transport import RedisSyncTransport
+
+from ._proxy import Proxy
+from .conftest import entries
+from .heroes import name, rename, seed
+
+TIMEOUT = 0.25
+
+
+def client_for(port: int) -> redis.Redis:
+    return redis.Redis(
+        port=port,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@pytest.fixture
+def proxy(redis_client) -> Iterator[Proxy]:
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    proxied = Proxy(port)
+    yield proxied
+    proxied.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the breaker and the pending set, without I/O ---------------------------------
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_probes_and_closes():
+    clock = Clock()
+    breaker = Breaker(failures=2, cooldown=5, timer=clock)
+    breaker.failure()
+    assert breaker.allow() and breaker.state is CLOSED
+    breaker.success()  # a success resets the count
+    breaker.failure()
+    breaker.failure()
+    assert breaker.state is OPEN and not breaker.allow()
+    clock.now = 4.9
+    assert not breaker.allow()
+    clock.now = 5.0
+    assert breaker.allow() and breaker.state is HALF_OPEN  # one probe
+    assert not breaker.allow()  # and only one
+    breaker.failure()
+    assert breaker.state is OPEN and not breaker.allow()
+    clock.now = 10.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is CLOSED and breaker.allow()
+
+
+def test_pending_is_bounded_but_never_forgets():
+    pending = Pending(limit=3)
+    pending.add(["a", "b"])
+    pending.add(["c"], ("p:",))
+    assert pending.take() == (["a", "b", "c"], ["p:"], False) or pending.waiting is False
+    pending.add(["a", "b", "c", "d"])  # past the limit: everything must go
+    keys, prefixes, everything = pending.take()
+    assert (keys, prefixes, everything) == ([], [], True)
+    assert not pending.waiting
+
+
+# -- real Redis behind a proxy --------------------------------------------------------
+
+
+def test_a_stalled_redis_costs_only_the_first_requests_their_timeout(engine, proxy, prefix):
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(
+        RedisSyncTransport(client_for(proxy.port)),
+        key_prefix=prefix,
+        breaker=BreakerConfig(failures=2, cooldown=60),
+    )
+    assert name(engine, 1) == "a"
+    proxy.stall()
+    timings = []
+    for _ in range(20):
+        start = time.perf_counter()
+        assert name(engine, 1) == "a"
+        timings.append(time.perf_counter() - start)
+    slow = [t for t in timings if t >= TIMEOUT * 0.8]
+    print(
+        f"stalled: first gets {[round(t * 1000) for t in timings[:3]]} ms, "
+        f"then median {sorted(timings[3:])[8] * 1000:.1f} ms"
+    )
+    assert len(slow) == 2  # then the breaker is open and the database answers alone
+    stats = SQLModelCache.stats()
+    assert stats.breaker == "open" and stats.errors == 2
+
+
+def test_a_write_while_redis_is_cut_off_is_not_served_stale_after(engine, proxy, prefix):
+    seed(engine, (1, "old"))
+    SQLModelCache.configure(
+        RedisSyncTransport(client_for(proxy.port)), key_prefix=prefix, breaker=None
+    )
+    assert name(engine, 1) == "old"
+    assert name(engine, 1) == "old"  # cached
+    proxy.cut()
+    rename(engine, 1, "new")  # its invalidation cannot reach Redis
+    assert name(engine, 1) == "new"
+    proxy.heal()
+    assert name(engine, 1) == "new"  # the missed deletion went first
+    assert name(engine, 1) == "new"
+    assert SQLModelCache.stats().hits >= 1
+
+
+def test_the_breaker_closes_after_the_outage_and_delivers_first(engine, proxy, prefix):
+    seed(engine, (1, "old"))
+    SQLModelCache.configure(
+        RedisSyncTransport(client_for(proxy.port)),
+        key_prefix=prefix,
+        breaker=BreakerConfig(failures=1, cooldown=0.2),
+    )
+    name(engine, 1)
+    proxy.cut()
+    rename(engine, 1, "new")  # fails: the breaker opens and the deletion waits
+    assert SQLModelCache.stats().breaker == "open"
+    proxy.heal()
+    time.sleep(0.25)  # the cool-down itself, not a race
+    assert name(engine, 1) == "new"
+    assert name(engine, 1) == "new"
+    stats = SQLModelCache.stats()
+    assert stats.breaker == "closed" and stats.hits == 1
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)  # SQLite would lock
+def test_a_fill_in_flight_during_an_outage_loses_to_the_invalidation(
+    engine, proxy, prefix, redis_client
+):
+    seed(engine, (1, "old"))
+    SQLModelCache.configure(
+        RedisSyncTransport(client_for(proxy.port)), key_prefix=prefix, breaker=None
+    )
+    read = threading.Event()
+    resume = threading.Event()
+
+    def pause(conn, cursor, statement, *args):
+        if threading.current_thread().name == "reader" and "FROM hero" in statement:
+            read.set()
+            assert resume.wait(10)
+
+    event.listen(engine, "after_cursor_execute", pause)
+    try:
+        reader = threading.Thread(target=name, args=(engine, 1), name="reader")
+        reader.start()  # it holds a lease and has read "old"
+        assert read.wait(10)
+        proxy.cut()
+        rename(engine, 1, "new")  # the deletion (that would void the lease) fails
+        proxy.heal()
+        resume.set()  # the reader now tries to fill "old"
+        reader.join(10)
+    finally:
+        event.remove(engine, "after_cursor_execute", pause)
+    # Not even briefly in Redis, where other processes would read it:
+    assert entries(redis_client, prefix) == []
+    assert name(engine, 1) == "new"
+    assert name(engine, 1) == "new"
+
+
+def test_a_refused_port_is_only_a_slower_database(engine, prefix):
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(RedisSyncTransport(client_for(free_port())), key_prefix=prefix)
+    for new in ("b", "c", "d"):
+        rename(engine, 1, new)
+        assert name(engine, 1) == new
+    stats = SQLModelCache.stats()
+    assert stats.breaker == "open" and stats.errors == 3 and stats.hits == 0
+
+
+def test_redis_restarted_empty_mid_run(engine, prefix):
+    binary = shutil.which("redis-server")
+    assert binary
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        probe = redis.Redis(port=port)
+        for _ in range(500):
+            try:
+                probe.ping()
+                return server
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        raise AssertionError("redis-server did not start")
+
+    server = start()
+    try:
+        seed(engine, (1, "a"))
+        SQLModelCache.configure(
+            RedisSyncTransport(client_for(port)), key_prefix=prefix, breaker=None
+        )
+        assert name(engine, 1) == "a"
+        assert name(engine, 1) == "a"
+        server.kill()
+        server.wait()
+        rename(engine, 1, "b")  # while Redis is down
+        assert name(engine, 1) == "b"
+        server = start()  # back, and empty
+        assert name(engine, 1) == "b"
+        assert name(engine, 1) == "b"
+        rename(engine, 1, "c")
+        assert name(engine, 1) == "c"
+        assert SQLModelCache.stats().hits >= 2
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_rows_above_max_entry_bytes_are_not_cached(engine, cache, prefix, redis_client):
+    from .conftest import entries
+    from .models import Sample
+
+    SQLModelCache.reset()
+    SQLModelCache.configure(
+        RedisSyncTransport(redis_client), key_prefix=prefix, max_entry_bytes=600
+    )
+    with Session(engine) as session:
+        session.add(Sample(id=1, data={"small": True}))
+        session.add(Sample(id=2, data={"huge": "x" * 1000}))
+        session.commit()
+    for ident in (1, 2, 1, 2):
+        with Session(engine) as session:
+            assert session.get(Sample, ident) is not None
+    stats = SQLModelCache.stats().by_model["Sample"]
+    assert (stats.fills, stats.hits, stats.too_large) == (1, 1, 2)
+    assert entries(redis_client, prefix) == [f"{prefix}:Sample:id=1"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"breaker": 3}, "breaker must be a BreakerConfig or None"),
+        ({"max_entry_bytes": 0}, "max_entry_bytes must be a positive int"),
+    ],
+)
+def test_configure_checks_resilience_settings(kwargs, message):
+    from sqlmodel_cache import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        SQLModelCache.configure(**kwargs)
+    with pytest.raises(ConfigurationError, match="failures must be a positive int"):
+        BreakerConfig(failures=0)
+
+
+def test_a_silent_partition_turns_l1_off_until_the_feed_is_back(engine, proxy, prefix):
+    from sqlmodel_cache import _runtime
+
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(
+        RedisSyncTransport(client_for(proxy.port)), key_prefix=prefix, l1=True, breaker=None
+    )
+    runtime = _runtime.current
+    assert runtime is not None and runtime.l1 is not None and runtime.feed is not None
+    assert runtime.feed.subscribed.wait(5)
+    name(engine, 1)
+    name(engine, 1)
+    assert SQLModelCache.stats().l1_hits == 1
+    epoch = runtime.l1.epoch
+    proxy.stall()  # no error, no reply: only the heartbeat can tell
+    assert runtime.l1.wait_past(epoch, 10)
+    assert not runtime.l1.usable and len(runtime.l1) == 0
+    proxy.heal()
+    assert runtime.feed.subscribed.wait(15)
+    name(engine, 1)
+    name(engine, 1)
+    assert SQLModelCache.stats().l1_hits == 2
+
+
+class Flaky:
+    """A plain three-method transport that can be switched off (no delete_model)."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, bytes] = {}
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("down")
+
+    def get(self, key: str) -> bytes | None:
+        self._check()
+        return self.store.get(key)
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        self._check()
+        self.store[key] = value
+
+    def delete(self, *keys: str) -> None:
+        self._check()
+        for key in keys:
+            self.store.pop(key, None)
+
+
+def test_too_many_lost_invalidations_without_delete_model_stop_reads(engine):
+    from sqlmodel_cache import _runtime
+
+    seed(engine, (1, "a"), (2, "b"), (3, "c"))
+    transport = Flaky()
+    SQLModelCache.configure(transport, breaker=None)
+    assert _runtime.current is not None
+    _runtime.current.pending = Pending(limit=2)  # overflow after two keys
+    for ident in (1, 2, 3):
+        name(engine, ident)
+    transport.down = True
+    for ident in (1, 2, 3):
+        rename(engine, ident, f"new{ident}")  # three invalidations lost: past the bound
+    transport.down = False
+    # The store still holds all three old rows and nothing can drop them all at
+    # once: reads stay off until they have expired, rather than serve them.
+    assert [name(engine, i) for i in (1, 2, 3)] == ["new1", "new2", "new3"]
+    assert [name(engine, i) for i in (1, 2, 3)] == ["new1", "new2", "new3"]
+    assert len(transport.store) == 3

@@ -1,0 +1,261 @@
+"""Transactions, bulk writes, outer transactions and tenants: nothing uncommitted or foreign
+is served, and every committed write is invalidated. On SQLite and PostgreSQL, real Redis."""
+
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert, text, update
+from sqlmodel import Session, col
+
+from sqlmodel_cache import SQLModelCache
+from sqlmodel_cache._codec import RowCodec
+from sqlmodel_cache._registry import registry
+
+from .conftest import entries
+from .heroes import name, seed
+from .models import Hero, Tag
+
+
+def warm(engine, *idents: int) -> None:
+    for ident in idents:
+        name(engine, ident)
+
+
+def key(prefix: str, ident: int) -> str:
+    return f"{prefix}:Hero:id={ident}"
+
+
+# -- transactions -----------------------------------------------------------
+
+
+def test_an_inserted_row_that_is_rolled_back_is_never_filled(engine, cache, prefix, sql):
+    with Session(engine) as session:
+        session.add(Hero(id=5, name="ghost"))
+        session.flush()
+        session.expunge_all()
+        sql.clear()
+        assert session.get(Hero, 5).name == "ghost"  # its own write, from the database
+        assert sql.selects == 1
+        session.rollback()
+    assert entries(cache, prefix) == []
+    assert name(engine, 5) is None
+
+
+def test_a_transaction_with_writes_fills_nothing(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    with Session(engine) as session:
+        session.get(Hero, 1, execution_options={"cache": False}).name = "a2"
+        session.flush()
+        assert session.get(Hero, 2).name == "b"  # read, but not stored: uncommitted context
+        assert entries(cache, prefix) == []
+        session.rollback()
+    assert name(engine, 1) == "a"
+
+
+def test_savepoint_rollback_keeps_the_outer_invalidations(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    warm(engine, 1, 2)
+    with Session(engine) as session:
+        session.get(Hero, 1).name = "outer"
+        session.flush()
+        savepoint = session.begin_nested()
+        session.get(Hero, 2).name = "inner"
+        session.flush()
+        savepoint.rollback()
+        session.commit()
+    assert not cache.exists(key(prefix, 1))
+    assert (name(engine, 1), name(engine, 2)) == ("outer", "b")
+
+
+def test_a_session_that_commits_twice_invalidates_twice(engine, cache, prefix):
+    seed(engine, (1, "a"))
+    with Session(engine) as session:
+        hero = session.get(Hero, 1)
+        hero.name = "first"
+        session.commit()
+        assert name(engine, 1) == "first"
+        warm(engine, 1)
+        hero.name = "second"
+        session.commit()
+    assert name(engine, 1) == "second"
+
+
+# -- bulk writes --------------------------------------------------------------
+
+
+def test_bulk_update_invalidates_the_rows_it_touched(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"), (3, "c"))
+    warm(engine, 1, 2, 3)
+    with Session(engine) as session:
+        result: Any = session.execute(update(Hero).where(col(Hero.age) >= 20).values(name="bulk"))
+        assert result.rowcount == 2
+        session.commit()
+    assert entries(cache, prefix) == [key(prefix, 1)]
+    assert [name(engine, i) for i in (1, 2, 3)] == ["a", "bulk", "bulk"]
+
+
+def test_bulk_delete_invalidates_the_rows_it_touched(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    warm(engine, 1, 2)
+    with Session(engine) as session:
+        session.execute(delete(Hero).where(col(Hero.id) == 2))
+        session.commit()
+    assert entries(cache, prefix) == [key(prefix, 1)]
+    assert name(engine, 2) is None
+
+
+def test_bulk_update_by_primary_key(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    warm(engine, 1, 2)
+    with Session(engine) as session:
+        session.execute(update(Hero), [{"id": 1, "name": "pk-bulk"}])
+        session.commit()
+    assert entries(cache, prefix) == [key(prefix, 2)]
+    assert name(engine, 1) == "pk-bulk"
+
+
+def _upsert(engine):
+    module = {"postgresql": "postgresql", "sqlite": "sqlite"}[engine.dialect.name]
+    return __import__(f"sqlalchemy.dialects.{module}", fromlist=["insert"]).insert
+
+
+def test_bulk_insert_leaves_existing_entries_alone(engine, cache, prefix):
+    seed(engine, (1, "a"))
+    warm(engine, 1)
+    with Session(engine) as session:
+        session.execute(insert(Hero), [{"id": 7, "name": "new"}, {"id": 8, "name": "new"}])
+        session.commit()
+    assert entries(cache, prefix) == [key(prefix, 1)]
+    assert name(engine, 7) == "new"
+
+
+@pytest.mark.parametrize("many", [True, False])
+def test_upserts_invalidate_the_rows_they_change(engine, cache, prefix, many):
+    seed(engine, (1, "a"), (2, "b"))
+    warm(engine, 1, 2)
+    upsert = _upsert(engine)(Hero)
+    statement = upsert.on_conflict_do_update(
+        index_elements=[Hero.__table__.c.id],  # type: ignore[attr-defined]
+        set_={"name": upsert.excluded.name},
+    )
+    with Session(engine) as session:
+        if many:  # the parameters name the rows
+            session.execute(statement, [{"id": 1, "name": "up"}, {"id": 9, "name": "new"}])
+        else:  # they do not: every Hero entry goes
+            session.execute(statement.values(id=1, name="up"))
+        session.commit()
+    assert entries(cache, prefix) == ([key(prefix, 2)] if many else [])
+    assert (name(engine, 1), name(engine, 2)) == ("up", "b")
+
+
+def test_a_transaction_reads_its_own_bulk_writes(engine, cache):
+    seed(engine, (1, "a"))
+    warm(engine, 1)
+    with Session(engine) as session:
+        session.execute(update(Hero).where(col(Hero.id) == 1).values(name="mine"))
+        assert session.get(Hero, 1).name == "mine"
+        session.rollback()
+    assert name(engine, 1) == "a"
+
+
+def test_bulk_rollback_leaves_the_cache_alone(engine, cache, prefix):
+    seed(engine, (1, "a"))
+    warm(engine, 1)
+    with Session(engine) as session:
+        session.execute(update(Hero).values(name="never"))
+        session.rollback()
+    assert entries(cache, prefix) == [key(prefix, 1)]
+
+
+def test_bulk_statement_with_its_own_returning_drops_the_whole_model(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    warm(engine, 1, 2)
+    with Session(engine) as session:
+        session.get(Tag, "t")
+        rows = session.execute(
+            update(Hero).where(col(Hero.id) == 1).values(name="r").returning(col(Hero.name))
+        ).all()
+        assert [tuple(r) for r in rows] == [("r",)]
+        session.commit()
+    assert entries(cache, prefix) == []
+    assert (name(engine, 1), name(engine, 2)) == ("r", "b")
+
+
+def test_text_sql_needs_the_manual_path(engine, cache):
+    seed(engine, (1, "a"))
+    warm(engine, 1)
+    with Session(engine) as session:
+        session.execute(text("UPDATE hero SET name = 'raw' WHERE id = 1"))
+        session.commit()
+    assert name(engine, 1) == "a"  # invisible to the ORM
+    SQLModelCache.invalidate(Hero, 1)
+    assert name(engine, 1) == "raw"
+
+
+# -- outer transactions -------------------------------------------------------
+
+
+# pysqlite commits on RELEASE SAVEPOINT unless its BEGIN handling is patched,
+# so the outer-transaction pattern only means something on PostgreSQL.
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_session_joined_to_an_outer_transaction(engine, cache, prefix, outcome, sql):
+    seed(engine, (1, "old"))
+    with engine.connect() as conn:
+        outer = conn.begin()
+        conn.execute(text("UPDATE hero SET age = 99 WHERE id = 1"))  # not the ORM's write
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        sql.clear()
+        hero = session.get(Hero, 1)
+        assert hero.age == 99  # the outer transaction's uncommitted value...
+        assert sql.selects == 1 and entries(cache, prefix) == []  # ...is neither read nor stored
+        hero.name = "inside"
+        session.commit()  # releases a savepoint; the outer transaction is still open
+        assert name(engine, 1) == "old"  # others still see (and may cache) the committed row
+        session.close()
+        getattr(outer, outcome)()
+    with Session(engine) as session:
+        hero = session.get(Hero, 1)
+        expected = ("inside", 99) if outcome == "commit" else ("old", 10)
+        assert (hero.name, hero.age) == expected
+
+
+# -- tenants ------------------------------------------------------------------
+
+
+def test_loads_with_tenant_options_are_not_shared(engine, cache, prefix, sql):
+    seed(engine, (1, "a"))
+    warm(engine, 1)
+    sql.clear()
+    assert name(engine, 1, execution_options={"tenant": "b"}) == "a"
+    assert name(engine, 1, identity_token="shard-b") == "a"
+    with Session(engine.execution_options(schema_translate_map={None: None})) as session:
+        session.get(Hero, 1)
+    with Session(engine.execution_options(tenant="b")) as session:
+        session.get(Hero, 1)
+    assert sql.selects == 4  # all four went to the database
+    assert entries(cache, prefix) == [key(prefix, 1)]
+
+
+# -- hostile cache contents ---------------------------------------------------
+
+
+def test_an_entry_from_an_older_model_version_is_replaced(engine, cache, prefix):
+    seed(engine, (1, "a"))
+    info = registry.info(Hero)
+    assert info is not None
+    table: Any = Hero.__table__  # type: ignore[attr-defined]
+    older = RowCodec("hero", [("id", table.c.id.type), ("name", table.c.name.type)])
+    cache.set(key(prefix, 1), older.encode([1, "from an old deploy"]))
+    assert name(engine, 1) == "a"
+    assert info.codec.decode(cache.get(key(prefix, 1))) is not None
+
+
+def test_an_entry_far_larger_than_normal_is_a_miss(engine, cache, prefix):
+    seed(engine, (1, "a"))
+    info = registry.info(Hero)
+    assert info is not None
+    huge = info.codec.encode([1, "x" * 1000, None, None]).replace(b"x" * 1000, b"x" * (2 << 20))
+    cache.set(key(prefix, 1), huge)
+    assert name(engine, 1) == "a"
+    assert len(cache.get(key(prefix, 1)) or b"") < 1000
