@@ -147,7 +147,6 @@ def _ttl(options: Any, info: ModelInfo, runtime: _runtime.Runtime) -> int:
     return ttl  # type: ignore[no-any-return]
 
 
-@event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
     if state.is_select:
         info = _cached_info(state)
@@ -380,7 +379,6 @@ def _collect(objects: Any, writes: Writes) -> None:
             writes.add(info, info.template.body(pk))
 
 
-@event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
     # new/dirty/deleted still hold the pre-flush state here.
     if not registry.models():
@@ -391,7 +389,6 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
     _collect(session.deleted, writes)
 
 
-@event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     writes = session.info.pop(_WRITES, None)
     runtime = _runtime.current
@@ -406,7 +403,6 @@ def _after_commit(session: Session) -> None:
             _writes_in(bind.info, _DEFERRED).merge(writes, info)
 
 
-@event.listens_for(Session, "after_transaction_end")
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     # The outermost transaction ended (after_commit, if any, has run): a rollback
     # or close() discards its writes. Savepoints end here too; their rollback
@@ -422,7 +418,6 @@ def _invalidate_again(info: dict[Any, Any]) -> None:
         writes.invalidate(runtime)
 
 
-@event.listens_for(Engine, "begin")
 def _on_begin(conn: Connection) -> None:
     info = conn.info
     if _AFTER_COMMIT in info:
@@ -430,7 +425,6 @@ def _on_begin(conn: Connection) -> None:
     info[_BEGAN] = next(_sequence)
 
 
-@event.listens_for(Engine, "commit")
 def _on_commit(conn: Connection) -> None:
     # Fires just before the database commits a transaction that sessions joined.
     # A reader may fill an old row between this delete and the commit, so the
@@ -442,12 +436,27 @@ def _on_commit(conn: Connection) -> None:
         conn.info[_AFTER_COMMIT] = writes
 
 
-@event.listens_for(Engine, "rollback")
 def _on_rollback(conn: Connection) -> None:
     conn.info.pop(_DEFERRED, None)
 
 
-@event.listens_for(Pool, "checkin")
 def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
     if record is not None and _AFTER_COMMIT in record.info:
         _invalidate_again(record.info)
+
+
+# Attached once, at import, to the base classes: every Session (the one inside
+# an AsyncSession too), Engine and Pool. A tuple so that tools (the benchmark's
+# "no library" row) can detach exactly what we attach.
+HOOKS = (
+    (Session, "do_orm_execute", _on_execute),
+    (Session, "after_flush", _after_flush),
+    (Session, "after_commit", _after_commit),
+    (Session, "after_transaction_end", _after_transaction_end),
+    (Engine, "begin", _on_begin),
+    (Engine, "commit", _on_commit),
+    (Engine, "rollback", _on_rollback),
+    (Pool, "checkin", _on_checkin),
+)
+for _target, _name, _hook in HOOKS:
+    event.listen(_target, _name, _hook)
