@@ -278,10 +278,10 @@ class Bench:
     def no_library(self) -> Iterator[None]:
         """As if sqlmodel-cache were not installed: no runtime and none of its listeners.
 
-        The runtime is set aside, not reset: a reset makes the next hundred or so
-        gets about 25% faster than in a process that never configured the cache
-        (an effect of freeing it, not of the library's absence), which would skew
-        this row.
+        The runtime is set aside, not reset: right after a reset the next hundred
+        or so gets run about 25% faster than in a process that never configured
+        the cache (measured; the cause is not pinned down), which would skew this
+        row.
         """
         runtime, _runtime.current = _runtime.current, None
         for target, name, hook in _listeners.HOOKS:
