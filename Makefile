@@ -12,12 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# The oldest SQLAlchemy minor we support gets the whole suite too.
-COMPAT := .venv-sa20
-$(COMPAT)/.installed: pyproject.toml
-	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
-	$(COMPAT)/bin/python -m pip install -q --upgrade pip
-	$(COMPAT)/bin/python -m pip install -q -e ".[dev]" "sqlalchemy>=2.0.30,<2.1"
+# The oldest versions pyproject.toml allows (SQLAlchemy 2.0, the first SQLModel,
+# redis-py 5...) get the whole suite too: scripts/floors.py reads them from it.
+FLOOR := .venv-floor
+$(FLOOR)/.installed: pyproject.toml scripts/floors.py
+	test -x $(FLOOR)/bin/python || $(PYTHON) -m venv $(FLOOR)
+	$(FLOOR)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) scripts/floors.py > $(FLOOR)/floors.txt
+	$(FLOOR)/bin/python -m pip install -q -e ".[dev]" -c $(FLOOR)/floors.txt
 	touch $@
 
 install: $(STAMP)
@@ -35,12 +37,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install $(COMPAT)/.installed services lint typecheck
+test: install $(FLOOR)/.installed services lint typecheck
 	$(BIN)/pytest -q
-	$(COMPAT)/bin/pytest -q -p no:cacheprovider
+	$(FLOOR)/bin/pytest -q -p no:cacheprovider
 
 bench: install services
 	$(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR) .venv-sa20 .pytest_cache .mypy_cache .ruff_cache

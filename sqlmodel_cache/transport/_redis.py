@@ -290,7 +290,8 @@ class RedisAsyncTransport:
                     for key in keys:
                         pipe.delete(key)
                     await pipe.execute()
-                await client.publish(channel, message)
+                # redis-py < 8 gives the asyncio cluster client no publish() method.
+                await client.execute_command("PUBLISH", channel, message)
                 return
             plain = client.pipeline(transaction=False)
             if keys:
