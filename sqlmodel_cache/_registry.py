@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any, ClassVar, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty, configure_mappers
 from sqlmodel import SQLModel
 
+from . import _compat
 from ._codec import RowCodec
 from ._config import CacheConfig
 from ._errors import ConfigurationError
@@ -20,17 +19,6 @@ from ._keys import KeyTemplate
 T = TypeVar("T", bound=type)
 
 _EAGER = {"joined", "selectin", "subquery", "immediate"}
-
-# SQLAlchemy 2.1 renamed the private hook that makes unique() compare ORM
-# entities by identity (models that define __eq__ are unhashable).
-if "_create_unique_filters" in inspect.signature(SimpleResultMetaData).parameters:
-
-    def _result_metadata(name: str) -> SimpleResultMetaData:
-        return SimpleResultMetaData([name], _create_unique_filters=lambda _: [id])
-else:  # pragma: no cover - SQLAlchemy 2.0
-
-    def _result_metadata(name: str) -> SimpleResultMetaData:
-        return SimpleResultMetaData([name], _unique_filters=[id])  # type: ignore[call-arg]
 
 
 def _copy_json(value: Any) -> Any:
@@ -54,6 +42,7 @@ class ModelInfo:
         "eager",
         "expire_on_hit",
         "get_clause",
+        "identity_class",
         "mapper",
         "mutable",
         "name",
@@ -73,6 +62,7 @@ class ModelInfo:
             )
         self.cls = cls
         self.mapper = mapper
+        self.identity_class = _compat.identity_class(mapper)
         self.name = cls.__name__
         self.config = config
         pk_keys = [mapper.get_property_by_column(col).key for col in mapper.primary_key]
@@ -97,7 +87,7 @@ class ModelInfo:
             for rel in mapper.relationships
             if isinstance(rel, RelationshipProperty) and rel.lazy in _EAGER
         )
-        self.result_metadata = _result_metadata(self.name)
+        self.result_metadata = _compat.result_metadata(self.name)
         # JSON values are mutable: rows shared through the in-process tier get copies.
         self.mutable = tuple(i for i, kind in enumerate(self.codec.kinds) if kind == "json")
 
@@ -107,7 +97,7 @@ class ModelInfo:
         SQLAlchemy builds it anew whenever mappers are (re)configured, for
         instance when a model is defined after the first queries ran.
         """
-        clause, params = self.mapper._get_clause
+        clause, params = _compat.get_clause(self.mapper)
         if clause is self.get_clause:
             return False
         self.get_clause = clause

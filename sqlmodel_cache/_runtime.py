@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import Breaker
 from ._codec import Unencodable
@@ -23,6 +23,9 @@ from ._pending import Pending
 from ._registry import ModelInfo
 from ._stats import Stats
 from .transport import LeasingTransport
+
+if TYPE_CHECKING:
+    from ._writes import Writes
 
 log = logging.getLogger("sqlmodel_cache")
 
@@ -277,6 +280,12 @@ class Runtime:
             names.append(info.name)
         if keys:
             self._invalidate(names, keys, ())
+
+    def invalidate_writes(self, writes: Writes) -> None:
+        """Delete every entry a committed transaction's writes made stale."""
+        self.invalidate((info, body) for info, bodies in writes.rows.items() for body in bodies)
+        if writes.whole:
+            self.invalidate_models(writes.whole)
 
     def invalidate_models(self, infos: Iterable[ModelInfo]) -> None:
         """Delete every entry of these models (writes whose rows are unknown)."""

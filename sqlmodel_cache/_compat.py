@@ -1,0 +1,161 @@
+"""Every private SQLAlchemy attribute the cache relies on, and the version branches.
+
+Nothing else in the package touches an underscored SQLAlchemy name: when a
+release moves one, this is the one module to change, and the test suite runs
+on the oldest and the newest SQLAlchemy we allow.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy.engine.result import SimpleResultMetaData
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session
+from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
+
+SQLALCHEMY_2_1 = tuple(map(int, sqlalchemy.__version__.split(".")[:2])) >= (2, 1)
+
+
+# -- statements ------------------------------------------------------------------
+
+
+def where_criteria(statement: Any) -> tuple[Any, ...]:
+    """The WHERE clauses of a select, as given (not yet combined)."""
+    return statement._where_criteria  # type: ignore[no-any-return]
+
+
+def plain_select(statement: Any) -> bool:
+    """No join, grouping or paging: nothing a primary-key get would not have."""
+    return (
+        len(statement._raw_columns) == 1
+        and not statement._setup_joins
+        and not statement._group_by_clauses
+        and statement._limit_clause is None
+        and statement._offset_clause is None
+    )
+
+
+def has_loader_options(statement: Any) -> bool:
+    return bool(statement._with_options)
+
+
+def locks_rows(statement: Any) -> bool:
+    """Whether the statement has FOR UPDATE / FOR SHARE."""
+    return statement._for_update_arg is not None
+
+
+def get_clause(mapper: Mapper[Any]) -> tuple[Any, dict[Any, Any]]:
+    """The mapper's own primary-key clause and its bound parameters, as session.get uses."""
+    return mapper._get_clause  # type: ignore[no-any-return]
+
+
+def bound_names(criterion: Any) -> set[str]:
+    return {
+        element.key for element in visitors.iterate(criterion) if isinstance(element, BindParameter)
+    }
+
+
+if SQLALCHEMY_2_1:
+
+    def get_shaped(statement: Any, criterion: Any, keys: frozenset[str]) -> bool:
+        """Whether criterion is a copy of a mapper's primary-key clause with these parameters.
+
+        session.get puts the mapper's own clause object in the WHERE, but one
+        built before the mappers were last configured is another object: the
+        same bound parameters in an otherwise plain select make the same query.
+        """
+        return bound_names(criterion) == keys and plain_select(statement)
+
+else:  # pragma: no cover - SQLAlchemy 2.0 puts in a fresh annotated copy each time
+
+    def get_shaped(statement: Any, criterion: Any, keys: frozenset[str]) -> bool:
+        return criterion._annotations.get("_orm_adapt") is True and plain_select(statement)
+
+
+# -- loads -------------------------------------------------------------------------
+
+
+def load_kind(state: ORMExecuteState) -> str | None:
+    """Why a get-shaped load is not a plain session.get (None when it is one)."""
+    options = state.load_options
+    if options._refresh_state is not None:
+        return "refresh"  # refresh(), expired or deferred attributes
+    if options._lazy_loaded_from is not None:
+        return "relationship"
+    if options._populate_existing:
+        return "populate_existing"
+    if options._identity_token is not None:
+        return "identity_token"
+    return None
+
+
+def autoflushes(state: ORMExecuteState) -> bool:
+    return bool(state.load_options._autoflush)
+
+
+def autoflush(session: Session) -> None:
+    """Flush as a query would before running (returning a result skips it)."""
+    session._autoflush()
+
+
+# -- mapped classes ------------------------------------------------------------------
+
+
+def identity_class(mapper: Mapper[Any]) -> type:
+    """The class whose name identity keys carry: the hierarchy's base, for inheritance."""
+    return mapper._identity_class
+
+
+def new_persistent(
+    session: Session, mapper: Mapper[Any], identity: tuple[Any, ...], values: dict[str, Any]
+) -> Any:
+    """A clean persistent instance holding values, added to the session's identity map."""
+    obj = mapper.class_manager.new_instance()
+    state: InstanceState[Any] = obj._sa_instance_state
+    dict_ = state.dict
+    dict_.update(values)
+    state.key = identity
+    state.identity_token = None
+    state.session_id = session.hash_key
+    identity_map = session.identity_map
+    identity_map._add_unpresent(state, identity)
+    state._commit_all(dict_, identity_map)
+    return obj
+
+
+def expire(obj: Any, keys: tuple[str, ...]) -> None:
+    """Mark attributes unloaded, as a load that did not fetch them leaves them."""
+    state: InstanceState[Any] = obj._sa_instance_state
+    state._expire_attributes(state.dict, keys)
+
+
+# -- bulk statements -----------------------------------------------------------------
+
+
+def is_upsert(statement: Any) -> bool:
+    """An INSERT with ON CONFLICT / ON DUPLICATE KEY: it may change existing rows."""
+    return getattr(statement, "_post_values_clause", None) is not None
+
+
+def returns_rows(statement: Any) -> bool:
+    """Whether the caller asked for RETURNING (we must not change what it gets)."""
+    return bool(statement._returning or statement._return_defaults)
+
+
+# -- results ---------------------------------------------------------------------------
+
+# SQLAlchemy 2.1 renamed the private hook that makes unique() compare ORM
+# entities by identity (models that define __eq__ are unhashable).
+if "_create_unique_filters" in inspect.signature(SimpleResultMetaData).parameters:
+
+    def result_metadata(name: str) -> SimpleResultMetaData:
+        return SimpleResultMetaData([name], _create_unique_filters=lambda _: [id])
+
+else:  # pragma: no cover - SQLAlchemy 2.0
+
+    def result_metadata(name: str) -> SimpleResultMetaData:
+        return SimpleResultMetaData([name], _unique_filters=[id])  # type: ignore[call-arg]

@@ -1,0 +1,233 @@
+"""Serving primary-key loads: recognise a get, answer it from L1 or L2, or load and fill.
+
+A load is served only when it is exactly what ``session.get`` runs (the
+mapper's primary-key clause, no loader options, no refresh, no lock, no
+option that could change the row) and nothing in the session's transaction
+makes the cached row the wrong answer. A miss reads the database under a
+lease taken before the read, and fills only if that read cannot predate the
+lease (see ``_snapshot_after``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.engine.result import IteratorResult
+from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm.base import instance_state
+
+from . import _compat, _runtime
+from ._config import check_ttl
+from ._errors import ConfigurationError
+from ._registry import ModelInfo
+from ._writes import Writes, began_after, mark, writes_of
+
+# Isolation levels whose every statement sees all rows committed before it.
+_PER_STATEMENT = frozenset({"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"})
+# Execution options that do not change which row a primary-key load returns.
+# Any other option (a tenant or shard hint read by someone's hook, say) may, so
+# such loads go to the database rather than share a key.
+_NEUTRAL_OPTIONS = frozenset(
+    {
+        "cache",
+        "cache_ttl",
+        "_sa_orm_load_options",
+        "_result_disable_adapt_to_context",
+        "autoflush",
+        "compiled_cache",
+        "logging_token",
+        "isolation_level",
+        "no_parameters",
+        "stream_results",
+        "max_row_buffer",
+        "yield_per",
+        "preserve_rowcount",
+        "driver_column_names",
+        "insertmanyvalues_page_size",
+    }
+)
+
+
+def _is_get(statement: Any, criterion: Any, info: ModelInfo, params: Any) -> bool:
+    # session.get puts the mapper's own primary-key clause in the WHERE, the
+    # same object; a user-written select() has a different one.
+    if criterion is info.get_clause:
+        return True
+    if info.refresh_get_clause() and criterion is info.get_clause:
+        return True
+    return (
+        type(params) is dict
+        and params.keys() == info.param_key_set
+        and _compat.get_shaped(statement, criterion, info.param_key_set)
+    )
+
+
+def identity_load(state: ORMExecuteState, info: ModelInfo) -> bool:
+    """True when state is a plain ``session.get`` whose result a cache entry can stand for."""
+    statement: Any = state.statement
+    criteria = _compat.where_criteria(statement)
+    if len(criteria) != 1 or not _is_get(statement, criteria[0], info, state.parameters):
+        return False
+    return not (
+        _compat.load_kind(state) is not None
+        or _compat.locks_rows(statement)
+        or _compat.has_loader_options(statement)
+        or info.mapper.always_refresh
+        or not _NEUTRAL_OPTIONS.issuperset(state.execution_options)
+    )
+
+
+def _ttl(options: Any, info: ModelInfo, runtime: _runtime.Runtime) -> int:
+    ttl = options.get("cache_ttl")
+    if ttl is None:
+        return info.ttl(runtime.default_ttl)
+    check_ttl("execution option cache_ttl", ttl, optional=False)
+    return ttl  # type: ignore[no-any-return]
+
+
+def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
+    """Answer a get from the cache, or load it and fill; None lets the ORM load it."""
+    runtime = _runtime.current
+    if runtime is None:
+        raise ConfigurationError(_runtime.NOT_CONFIGURED)
+    if not (runtime.enabled and info.config.enabled):
+        return None
+    options = state.execution_options
+    use = options.get("cache", True)
+    if use is not True:
+        if use is False:
+            return None
+        raise ConfigurationError(f"execution option cache must be True or False, got {use!r}")
+    ttl = _ttl(options, info, runtime)
+    session = state.session
+    bind = session.get_bind(info.mapper)
+    if isinstance(bind, Connection) or not _NEUTRAL_OPTIONS.issuperset(
+        bind.get_execution_options()
+    ):
+        # A session on a caller's connection may share an outer transaction whose
+        # writes it cannot see committed or rolled back; an engine with options
+        # (schema_translate_map, tenant hints) may read other rows under one key.
+        return None
+    params: Any = state.parameters
+    body = info.template.body([params[k] for k in info.param_keys])
+    if _compat.autoflushes(state):
+        _compat.autoflush(session)  # returning a result skips the ORM's autoflush
+    writes = writes_of(session)
+    if writes and writes.touches(info, body):
+        return None  # this transaction wrote the row: only the database has it
+
+    key = runtime.prefix + body
+    values, epoch = runtime.recall(info, key)
+    if values is not None:
+        return _hit(session, info, values)
+    return _fly(state, runtime, info, body, key, epoch, ttl, writes)
+
+
+def _fly(
+    state: ORMExecuteState,
+    runtime: _runtime.Runtime,
+    info: ModelInfo,
+    body: str,
+    key: str,
+    epoch: int,
+    ttl: int,
+    writes: Writes | None,
+) -> Result[Any]:
+    """Past L1: lead the key's load (Redis, then the database), or follow its leader."""
+    session = state.session
+    flight = runtime.flights.lead(key)
+    if flight is None:  # another load of this key is under way in this process
+        values = runtime.flights.follow(key)
+        if values is not None:
+            runtime.stats.for_model(info.name).hits += 1
+            return _hit(session, info, info.thaw(values))
+        runtime.stats.for_model(info.name).misses += 1
+        return state.invoke_statement()  # the leader got nothing to share: no fill either
+    shared = None
+    try:
+        values, token = runtime.fetch(info, key, epoch)
+        if values is not None:
+            if flight.future is not None:  # somebody follows: give them their own copy
+                shared = info.thaw(values)
+            return _hit(session, info, values)
+        result, shared = _load(state, runtime, info, body, key, token, epoch, ttl, writes)
+        return result
+    finally:
+        runtime.flights.finish(key, flight, shared)
+
+
+def _load(
+    state: ORMExecuteState,
+    runtime: _runtime.Runtime,
+    info: ModelInfo,
+    body: str,
+    key: str,
+    token: bytes | None,
+    epoch: int,
+    ttl: int,
+    writes: Writes | None,
+) -> tuple[Result[Any], list[Any] | None]:
+    """A miss: read the database, fill when allowed; returns the result and the filled row."""
+    point = mark()
+    frozen = state.invoke_statement().freeze()
+    filled = None
+    if token is not None and frozen.data:
+        values = None
+        if not writes and _snapshot_after(state.session, info, point):
+            values = _row_values(info, frozen.data, body)
+        if values is None:
+            runtime.release(info, key, token)  # let the next reader fill
+        elif runtime.fill(info, key, token, values, ttl, epoch):
+            filled = info.thaw(values)
+    return frozen(), filled
+
+
+def _snapshot_after(session: Session, info: ModelInfo, point: int) -> bool:
+    """True when the load's snapshot is younger than the lease taken before point.
+
+    Under READ COMMITTED each statement sees what was committed before it
+    started; under snapshot isolation the whole transaction sees what was
+    committed before its first statement, which may predate the lease.
+    """
+    conn = session.connection(bind_arguments={"mapper": info.mapper})
+    level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
+    return level in _PER_STATEMENT or began_after(conn, point)
+
+
+def _hit(session: Session, info: ModelInfo, values: list[Any]) -> Result[Any]:
+    """Make a clean persistent instance from cached values, as the ORM's loader does."""
+    identity = (info.identity_class, tuple(values[i] for i in info.pk_positions), None)
+    obj = session.identity_map.get(identity)
+    if obj is None:
+        obj = _compat.new_persistent(session, info.mapper, identity, dict(zip(info.attrs, values)))
+        if info.expire_on_hit:
+            _compat.expire(obj, info.expire_on_hit)
+        if session.dispatch.loaded_as_persistent:
+            session.dispatch.loaded_as_persistent(session, instance_state(obj))
+        for relationship in info.eager:
+            # The mapper eager-loads these on a database load; a hit must not leave
+            # them for an implicit lazy load (MissingGreenlet under AsyncSession).
+            getattr(obj, relationship)
+    return IteratorResult(info.result_metadata, iter((obj,)), _source_supports_scalars=True)
+
+
+def _row_values(info: ModelInfo, rows: Sequence[Any], body: str) -> list[Any] | None:
+    """The cacheable column values of a freshly loaded row, or None."""
+    if len(rows) != 1:
+        return None
+    state = instance_state(rows[0])
+    if state.modified or state.key is None:
+        return None
+    dict_ = state.dict
+    try:
+        values = [dict_[attr] for attr in info.attrs]
+    except KeyError:
+        return None  # a column was not loaded (deferred by an option): nothing exact to store
+    # Store only under the key the row itself maps to: an ident that the database
+    # matched loosely (1.0 for 1, another case under a collation) would otherwise
+    # leave an entry that invalidating the row's own key cannot reach.
+    if info.template.body([values[i] for i in info.pk_positions]) != body:
+        return None
+    return values
