@@ -25,7 +25,7 @@ class Flight:
     __slots__ = ("future",)
 
     def __init__(self) -> None:
-        self.future: Future[list[Any] | None] | None = None
+        self.future: Future[Any] | None = None
 
 
 class Flights:
@@ -42,7 +42,7 @@ class Flights:
             flight = self._flying[key] = Flight()
             return flight
 
-    def finish(self, key: str, flight: Flight, values: list[Any] | None) -> None:
+    def finish(self, key: str, flight: Flight, values: Any) -> None:
         """End the flight; values are the leader's row (None: followers read the database)."""
         with self._lock:
             if self._flying.get(key) is flight:
@@ -51,7 +51,7 @@ class Flights:
         if future is not None:
             future.set_result(values)
 
-    def follow(self, key: str) -> list[Any] | None:
+    def follow(self, key: str) -> Any:
         """The leader's row, or None when there is none (or no leader any more)."""
         with self._lock:
             flight = self._flying.get(key)

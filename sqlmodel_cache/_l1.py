@@ -21,19 +21,19 @@ class L1:
     """Thread-safe; ``usable`` is False while invalidations might be missed."""
 
     def __init__(self, config: L1Config, *, usable: bool) -> None:
-        self._entries: TTLCache[str, list[Any]] = TTLCache(config.maxsize, config.ttl)
+        self._entries: TTLCache[str, Any] = TTLCache(config.maxsize, config.ttl)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.epoch = 0
         self.usable = usable
 
-    def get(self, key: str) -> list[Any] | None:
+    def get(self, key: str) -> Any:
         if not self.usable:
             return None
         with self._lock:
             return self._entries.get(key)
 
-    def put(self, key: str, values: list[Any], epoch: int) -> None:
+    def put(self, key: str, values: Any, epoch: int) -> None:
         """Keep values unless an invalidation arrived since epoch was read."""
         with self._lock:
             if self.usable and epoch == self.epoch:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.base import instance_state
 
 from . import _compat, _runtime
+from ._codec import mutable_positions, thaw
 from ._config import check_ttl
 from ._errors import ConfigurationError
 from ._registry import ModelInfo
@@ -125,6 +126,15 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
     return _fly(state, runtime, info, body, key, epoch, ttl, writes)
 
 
+Shared = tuple[list[Any], tuple[int, ...]]  # a row for other readers: values, mutable positions
+
+
+def _shareable(values: list[Any]) -> Shared:
+    """A copy of values that other readers can each thaw a private copy of."""
+    positions = mutable_positions(values)
+    return thaw(values, positions), positions
+
+
 def _fly(
     state: ORMExecuteState,
     runtime: _runtime.Runtime,
@@ -139,10 +149,10 @@ def _fly(
     session = state.session
     flight = runtime.flights.lead(key)
     if flight is None:  # another load of this key is under way in this process
-        values = runtime.flights.follow(key)
-        if values is not None:
+        shared = runtime.flights.follow(key)
+        if shared is not None:
             runtime.stats.for_model(info.name).hits += 1
-            return _hit(session, info, info.thaw(values))
+            return _hit(session, info, thaw(*shared))
         runtime.stats.for_model(info.name).misses += 1
         return state.invoke_statement()  # the leader got nothing to share: no fill either
     shared = None
@@ -150,7 +160,7 @@ def _fly(
         values, token = runtime.fetch(info, key, epoch)
         if values is not None:
             if flight.future is not None:  # somebody follows: give them their own copy
-                shared = info.thaw(values)
+                shared = _shareable(values)
             return _hit(session, info, values)
         result, shared = _load(state, runtime, info, body, key, token, epoch, ttl, writes)
         return result
@@ -168,7 +178,7 @@ def _load(
     epoch: int,
     ttl: int,
     writes: Writes | None,
-) -> tuple[Result[Any], list[Any] | None]:
+) -> tuple[Result[Any], Shared | None]:
     """A miss: read the database, fill when allowed; returns the result and the filled row."""
     point = mark()
     frozen = state.invoke_statement().freeze()
@@ -180,7 +190,7 @@ def _load(
         if values is None:
             runtime.release(info, key, token)  # let the next reader fill
         elif runtime.fill(info, key, token, values, ttl, epoch):
-            filled = info.thaw(values)
+            filled = _shareable(values)
     return frozen(), filled
 
 

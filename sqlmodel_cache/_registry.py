@@ -21,16 +21,6 @@ T = TypeVar("T", bound=type)
 _EAGER = {"joined", "selectin", "subquery", "immediate"}
 
 
-def _copy_json(value: Any) -> Any:
-    """A deep copy of JSON data (dicts, lists and scalars), far cheaper than deepcopy."""
-    kind = type(value)
-    if kind is dict:
-        return {k: _copy_json(v) for k, v in value.items()}
-    if kind is list:
-        return [_copy_json(v) for v in value]
-    return value
-
-
 class ModelInfo:
     """A cached model's mapper facts, key template and codec, built once."""
 
@@ -44,7 +34,6 @@ class ModelInfo:
         "get_clause",
         "identity_class",
         "mapper",
-        "mutable",
         "name",
         "param_key_set",
         "param_keys",
@@ -76,9 +65,8 @@ class ModelInfo:
         self.pk_positions = tuple(self.attrs.index(key) for key in pk_keys)
         self.pk_names = tuple(pk_keys)
         self.expire_on_hit = tuple(prop.key for prop in expired)
-        self.codec = RowCodec(
-            str(mapper.local_table), [(prop.key, prop.columns[0].type) for prop in cached]
-        )
+        shape = f"{cls.__module__}.{cls.__qualname__}@{mapper.local_table}"
+        self.codec = RowCodec(shape, [(prop.key, prop.columns[0].type) for prop in cached])
         self.template = KeyTemplate(self.name, pk_keys)
         self.get_clause: Any = None
         self.refresh_get_clause()
@@ -88,8 +76,6 @@ class ModelInfo:
             if isinstance(rel, RelationshipProperty) and rel.lazy in _EAGER
         )
         self.result_metadata = _compat.result_metadata(self.name)
-        # JSON values are mutable: rows shared through the in-process tier get copies.
-        self.mutable = tuple(i for i, kind in enumerate(self.codec.kinds) if kind == "json")
 
     def refresh_get_clause(self) -> bool:
         """Take the mapper's current primary-key clause; True if it had changed.
@@ -104,15 +90,6 @@ class ModelInfo:
         self.param_keys = tuple(params[col].key for col in self.mapper.primary_key)
         self.param_key_set = frozenset(self.param_keys)
         return True
-
-    def thaw(self, values: list[Any]) -> list[Any]:
-        """values, with private copies of its mutable (JSON) values."""
-        if not self.mutable:
-            return values
-        copied = list(values)
-        for i in self.mutable:
-            copied[i] = _copy_json(copied[i])
-        return copied
 
     def ttl(self, default: int) -> int:
         """The model's TTL, or the global default."""

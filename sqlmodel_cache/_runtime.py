@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import Breaker
-from ._codec import Unencodable
+from ._codec import Unencodable, mutable_positions, thaw
 from ._config import Settings
 from ._feed import Feed, message
 from ._flights import Flights
@@ -177,13 +177,19 @@ class Runtime:
         l1 = self.l1_for(info)
         if l1 is None:
             return None, 0
-        values = l1.get(key)
-        if values is None:
+        entry = l1.get(key)
+        if entry is None:
             return None, l1.epoch  # read before L2, so an invalidation meanwhile is seen
         counters = self.stats.for_model(info.name)
         counters.l1_hits += 1
         counters.hits += 1
-        return info.thaw(values), 0
+        return thaw(*entry), 0
+
+    @staticmethod
+    def _remember(l1: L1, key: str, values: list[Any], epoch: int) -> None:
+        """Keep a private copy of values in L1 (the caller's instance owns values)."""
+        positions = mutable_positions(values)
+        l1.put(key, (thaw(values, positions), positions), epoch)
 
     def fetch(self, info: ModelInfo, key: str, epoch: int) -> tuple[list[Any] | None, bytes | None]:
         """(values, None) on an L2 hit, else (None, fill token or None when not to fill)."""
@@ -193,13 +199,13 @@ class Runtime:
             try:
                 data, token = self._fetch(key)
                 if data is not None:
-                    values = self._decode(info, data)
+                    values = self._decode(info, key, data)
                     if values is not None:
                         self.breaker.success()
                         counters.hits += 1
                         l1 = self.l1_for(info)
                         if l1 is not None:
-                            l1.put(key, info.thaw(values), epoch)
+                            self._remember(l1, key, values, epoch)
                         return values, None
                     self._unreadable(info, key)
                     if self.leasing:  # replace it under a lease of our own
@@ -212,10 +218,17 @@ class Runtime:
         counters.misses += 1
         return None, token
 
-    def _decode(self, info: ModelInfo, data: bytes) -> list[Any] | None:
+    def _decode(self, info: ModelInfo, key: str, data: bytes) -> list[Any] | None:
+        """The values of an entry, or None when it is not a valid entry for key."""
         if len(data) > self.max_entry_bytes:
             return None
-        return info.codec.decode(data)
+        values = info.codec.decode(data)
+        if values is None:
+            return None
+        # Defence in depth: an entry must hold the row its key names.
+        if self.prefix + info.template.body([values[i] for i in info.pk_positions]) != key:
+            return None
+        return values
 
     def _unreadable(self, info: ModelInfo, key: str) -> None:
         if info.name not in self._warned_models:
@@ -257,7 +270,7 @@ class Runtime:
         counters.fills += 1
         l1 = self.l1_for(info)
         if l1 is not None:
-            l1.put(key, info.thaw(values), epoch)
+            self._remember(l1, key, values, epoch)
         return True
 
     def release(self, info: ModelInfo, key: str, token: bytes) -> None:

@@ -18,7 +18,7 @@ from sqlmodel_cache import SQLModelCache
 from sqlmodel_cache.transport import RedisSyncTransport
 from sqlmodel_cache.transport._base import LEASE_MARK
 
-from . import models
+from . import models, written  # noqa: F401 - their tables are created below
 
 METADATA = (SQLModel.metadata, models.Base.metadata)
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

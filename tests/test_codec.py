@@ -1,14 +1,19 @@
 """Payload codec and key format, without I/O."""
 
 import datetime as dt
+import decimal
+import enum
+import ipaddress
+import sys
 import uuid
+import zoneinfo
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
-from sqlmodel_cache._codec import RowCodec, Unencodable
+from sqlmodel_cache._codec import MAX_DEPTH, RowCodec, Unencodable, copy_data
 from sqlmodel_cache._keys import KeyTemplate, key_part
 
 COLUMNS: list[tuple[str, TypeEngine[Any]]] = [
@@ -38,18 +43,27 @@ def test_round_trip():
         b"null",
         b'"a string"',
         b"[1]",
-        b'[1, "0000", 1, "a", null]',  # wrong fingerprint
+        b'[1, "0000", 1, "a", null]',  # an older version, wrong fingerprint
         b"[" + b"1," * 100_000 + b"1]",  # far larger than any entry
+        b"[" * 100_000 + b"]" * 100_000,  # nested past any recursion limit
     ],
 )
 def test_anything_else_decodes_as_a_miss(data):
     assert codec().decode(data) is None
 
 
-def test_wrong_shapes_with_a_valid_envelope_are_misses():
+def test_malformed_values_in_a_valid_envelope_are_misses():
     good = codec().encode([1, "a", None])
-    head = good[: good.index(b",", good.index(b",") + 1)]  # '[1,"<fingerprint>"'
-    for body in (b',"1","a",null]', b",1,2,null]", b',1,"a",5]', b',1,"a"]', b',1,"a",null,null]'):
+    head = good[: good.index(b",", good.index(b",") + 1)]  # '[2,"<fingerprint>"'
+    for body in (
+        b',1,"a"]',  # too few values
+        b',1,"a",null,null]',  # too many
+        b',1,"a",["nope","x"]]',  # unknown tag
+        b',1,"a",["dt"]]',  # tag without its data
+        b',1,"a",["dt","not a date"]]',
+        b',1,"a",["e","tests.Nope","A"]]',  # an enum class this process never saw
+        b',1,"a",[]]',
+    ):
         assert codec().decode(head + body) is None, body
     assert codec().decode(head + b',1,"a",null]') == [1, "a", None]
 
@@ -59,28 +73,182 @@ def test_another_schema_version_is_a_miss():
     assert codec().decode(old) is None
     renamed = RowCodec("hero", [COLUMNS[0], ("title", sa.String()), COLUMNS[2]])
     assert codec().decode(renamed.encode([1, "a", None])) is None
+    retyped = RowCodec("hero", [COLUMNS[0], ("name", sa.Integer()), COLUMNS[2]])
+    assert codec().decode(retyped.encode([1, 5, None])) is None
+    another_model = RowCodec("villain", COLUMNS)
+    assert codec().decode(another_model.encode([1, "a", None])) is None
+
+
+class Color(enum.Enum):
+    RED = "r"
+    BLUE = "b"
+
+
+class Flags(enum.IntFlag):
+    A = 1
+    B = 2
+
+
+class Shade(str, enum.Enum):  # noqa: UP042 - the way many models still write it
+    DARK = "dark"
+
+
+class Size(enum.StrEnum):
+    BIG = "big"
+
+
+VALUES = [
+    0,
+    -(2**70),
+    1.5,
+    -0.0,
+    float("inf"),
+    1e300,
+    True,
+    False,
+    None,
+    "",
+    "héllo ☃ \x00 \n",
+    dt.datetime(2024, 2, 29, 23, 59, 59, 123456),
+    dt.datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=dt.UTC),
+    dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30))),
+    dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=1), "CET")),
+    dt.datetime(2024, 11, 3, 1, 30, tzinfo=zoneinfo.ZoneInfo("America/New_York")),
+    dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=zoneinfo.ZoneInfo("America/New_York")),
+    dt.date(1, 1, 1),
+    dt.time(23, 59, 59, 999999),
+    dt.time(12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    dt.timedelta(days=-3, seconds=5, microseconds=7),
+    decimal.Decimal("12345678.9012"),
+    decimal.Decimal("-0"),
+    decimal.Decimal("1E+3"),
+    decimal.Decimal("NaN"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    b"",
+    bytes(range(256)),
+    ipaddress.IPv4Address("192.0.2.1"),
+    ipaddress.IPv6Address("2001:db8::1"),
+    ipaddress.IPv4Interface("192.0.2.1/24"),
+    ipaddress.IPv6Interface("2001:db8::1/64"),
+    ipaddress.IPv4Network("192.0.2.0/24"),
+    ipaddress.IPv6Network("2001:db8::/32"),
+    Color.BLUE,
+    Flags.B,
+    Shade.DARK,
+    Size.BIG,
+    {"list": [1, 2.5, "x", None, True], "nested": {"a": {"b": []}}, "empty": {}},
+    [],
+    [[1, 2], [3, 4]],
+    [uuid.UUID(int=1), None],  # PostgreSQL ARRAY(UUID)
+    [[decimal.Decimal("1.5")], [decimal.Decimal("-2")]],  # ARRAY(Numeric, dimensions=2)
+    [ipaddress.IPv4Address("192.0.2.1")],  # ARRAY(INET)
+    {"when": dt.date(2020, 1, 1), "tags": ("a", "b")},  # HSTORE-like or a TypeDecorator's dict
+    (1, (2, "three")),  # ARRAY(as_tuple=True)
+]
+
+
+def _same(a, b) -> bool:
+    """Equal and of the identical type, all the way down (NaN equals itself)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, decimal.Decimal) and a.is_nan():
+        return str(a) == str(b)
+    if isinstance(a, (dt.datetime, dt.time)):
+        return (a, a.fold, a.tzname() if a.tzinfo else None) == (
+            b,
+            b.fold,
+            b.tzname() if b.tzinfo else None,
+        )
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_every_value_round_trips_to_an_equal_value_of_the_identical_type(value):
+    row = RowCodec("t", [("id", sa.Integer()), ("v", sa.PickleType()), ("e", sa.Enum(Color))])
+    decoded = row.decode(row.encode([1, value, None]))
+    assert decoded is not None
+    assert _same(decoded[1], value), (decoded[1], value)
+
+
+class Opaque:
+    pass
+
+
+class PytzLike(dt.tzinfo):
+    def utcoffset(self, _):
+        return dt.timedelta(hours=1)
+
+    def dst(self, _):
+        return None
+
+    def tzname(self, _):
+        return "X"
 
 
 @pytest.mark.parametrize(
-    "values",
+    "value",
     [
-        ["1", "a", None],  # str in an int column
-        [True, "a", None],  # bool is not an int
-        [1, "a", dt.date(2020, 1, 1)],  # a date is not a datetime
-        [1, "\ud800", None],  # lone surrogate
+        Opaque(),
+        {1, 2},
+        "\ud800",  # a lone surrogate
+        dt.datetime(2024, 1, 1, tzinfo=PytzLike()),
+        dt.time(1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+        {1: "a key that is not a str", "b": uuid.UUID(int=1)},
+        ([1],),  # a tuple holding a list: it could not be shared safely
+        memoryview(b"x"),
     ],
+    ids=repr,
 )
-def test_values_without_an_exact_encoding_are_refused(values):
-    with pytest.raises(Unencodable):
-        codec().encode(values)
+def test_values_without_an_exact_form_are_refused_naming_the_column(value):
+    row = RowCodec("t", [("id", sa.Integer()), ("payload", sa.PickleType())])
+    with pytest.raises(Unencodable, match="column payload") as caught:
+        row.encode([1, value])
+    assert caught.value.column == "payload"
 
 
-def test_json_columns_accept_only_plain_json_data():
-    json_codec = RowCodec("t", [("data", sa.JSON())])
-    assert json_codec.decode(json_codec.encode([{"a": [1, None]}])) == [{"a": [1, None]}]
-    for value in ({"a": (1, 2)}, {1: "int key"}, {"a": {1, 2}}, [uuid.uuid4()]):
-        with pytest.raises(Unencodable):
-            json_codec.encode([value])
+@pytest.mark.parametrize(
+    "make", [lambda v: [v], lambda v: {"k": v}, lambda v: [v, uuid.UUID(int=1)]]
+)
+def test_data_nested_past_the_limit_is_refused_without_recursion(make):
+    limit = sys.getrecursionlimit()
+    value: object = 1
+    for _ in range(limit * 3):  # deeper than Python could recurse
+        value = make(value)
+    row = RowCodec("t", [("data", sa.JSON())])
+    with pytest.raises(Unencodable, match="nested deeper than"):
+        row.encode([value])
+    shallow: object = 1
+    for _ in range(MAX_DEPTH - 1):
+        shallow = [shallow]
+    assert row.decode(row.encode([shallow])) == [shallow]
+
+
+def test_copies_of_deep_data_share_nothing_and_need_no_recursion():
+    value: Any = {"leaf": [1]}
+    for _ in range(sys.getrecursionlimit() * 3):
+        value = [value, {"k": "v"}]
+    copied = copy_data(value)
+    a, b = copied, value
+    while isinstance(a, list):
+        assert a is not b and a[1] == b[1] and a[1] is not b[1]
+        a, b = a[0], b[0]
+    assert a == b and a is not b and a["leaf"] is not b["leaf"]
+
+
+def test_enums_decode_only_to_classes_the_process_knows():
+    row = RowCodec("t", [("c", sa.Enum(Color))])
+    assert row.decode(row.encode([Color.RED])) == [Color.RED]  # declared by the column type
+    other = RowCodec("t", [("c", sa.Enum(Color))])
+    payload = RowCodec("t", [("c", sa.Enum(Color))]).encode([Shade.DARK])  # learnt on encode
+    assert other.decode(payload) is None  # another process that never loaded a Shade
+    assert RowCodec("t", [("c", sa.Enum(Color))]).decode(payload) is None
+    learner = RowCodec("t", [("c", sa.Enum(Color))])
+    learner.encode([Shade.DARK])
+    assert learner.decode(payload) == [Shade.DARK]
 
 
 def test_key_format():
@@ -125,3 +293,31 @@ def test_composite_keys_never_collide():
     template = KeyTemplate("M", ["a", "b"])
     bodies = {template.body([x, y]) for x in TRICKY for y in TRICKY}
     assert len(bodies) == len(TRICKY) ** 2
+
+
+def test_a_type_decorator_that_loads_something_else_changes_the_fingerprint():
+    def first_deploy() -> type[sa.types.TypeDecorator[Any]]:
+        class Money(sa.types.TypeDecorator[Any]):
+            impl = sa.Integer
+            cache_ok = True
+
+            def process_result_value(self, value: Any, dialect: Any) -> Any:
+                return value
+
+        Money.__qualname__ = "Money"  # the same class, deployed twice
+        return Money
+
+    def second_deploy() -> type[sa.types.TypeDecorator[Any]]:
+        class Money(sa.types.TypeDecorator[Any]):
+            impl = sa.Integer
+            cache_ok = True
+
+            def process_result_value(self, value: Any, dialect: Any) -> Any:
+                return decimal.Decimal(value) / 100
+
+        Money.__qualname__ = "Money"
+        return Money
+
+    before = RowCodec("t", [("m", first_deploy()())])
+    assert before.fingerprint == RowCodec("t", [("m", first_deploy()())]).fingerprint
+    assert before.fingerprint != RowCodec("t", [("m", second_deploy()())]).fingerprint

@@ -259,3 +259,14 @@ def test_an_entry_far_larger_than_normal_is_a_miss(engine, cache, prefix):
     cache.set(key(prefix, 1), huge)
     assert name(engine, 1) == "a"
     assert len(cache.get(key(prefix, 1)) or b"") < 1000
+
+
+def test_an_entry_holding_another_row_is_replaced(engine, cache, prefix, sql):
+    seed(engine, (1, "a"), (2, "b"))
+    info = registry.info(Hero)
+    assert info is not None
+    cache.set(key(prefix, 1), info.codec.encode([2, "b", 20, None]))  # row 2 under key 1
+    sql.clear()
+    assert name(engine, 1) == "a"
+    assert sql.selects == 1
+    assert (info.codec.decode(cache.get(key(prefix, 1))) or [])[:2] == [1, "a"]
