@@ -14,6 +14,7 @@ import sqlalchemy
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.orm.util import LoaderCriteriaOption
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
 
@@ -39,8 +40,15 @@ def plain_select(statement: Any) -> bool:
     )
 
 
-def has_loader_options(statement: Any) -> bool:
-    return bool(statement._with_options)
+def loader_options_kind(statement: Any) -> str | None:
+    """ "loader_criteria" (a with_loader_criteria(), as tenant hooks add), "loader_options"
+    (any other option), or None when the statement has none."""
+    options = statement._with_options
+    if not options:
+        return None
+    if any(isinstance(option, LoaderCriteriaOption) for option in options):
+        return "loader_criteria"
+    return "loader_options"
 
 
 def locks_rows(statement: Any) -> bool:

@@ -24,9 +24,15 @@ def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
     if state.is_select:
         mapper = state.bind_mapper
         info = None if mapper is None else registry.info(mapper.class_)
-        if info is None or not _reads.identity_load(state, info):
+        if info is None:
             return None
-        return _reads.serve(state, info)
+        reason = _reads.bypass_reason(state, info)
+        if reason is None:
+            return _reads.serve(state, info)
+        runtime = _runtime.current
+        if reason is not _reads.NOT_A_GET and runtime is not None:
+            runtime.stats.bypass(info.name, reason)
+        return None
     if state.is_update or state.is_delete or state.is_insert:
         mapper = state.bind_mapper
         info = None if mapper is None else registry.info(mapper.class_)

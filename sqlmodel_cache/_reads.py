@@ -10,7 +10,7 @@ lease (see ``_snapshot_after``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection, Result
@@ -65,19 +65,41 @@ def _is_get(statement: Any, criterion: Any, info: ModelInfo, params: Any) -> boo
     )
 
 
-def identity_load(state: ORMExecuteState, info: ModelInfo) -> bool:
-    """True when state is a plain ``session.get`` whose result a cache entry can stand for."""
+NOT_A_GET = "not a get"
+
+
+def bypass_reason(state: ORMExecuteState, info: ModelInfo) -> str | None:
+    """None when state is a plain ``session.get`` whose result a cache entry can stand for;
+    else why not: NOT_A_GET for other loads, or why this get must go to the database."""
     statement: Any = state.statement
     criteria = _compat.where_criteria(statement)
     if len(criteria) != 1 or not _is_get(statement, criteria[0], info, state.parameters):
-        return False
-    return not (
-        _compat.load_kind(state) is not None
-        or _compat.locks_rows(statement)
-        or _compat.has_loader_options(statement)
-        or info.mapper.always_refresh
-        or not _NEUTRAL_OPTIONS.issuperset(state.execution_options)
-    )
+        return NOT_A_GET
+    kind = _compat.load_kind(state)
+    if kind is not None:
+        return NOT_A_GET if kind in ("refresh", "relationship") else kind
+    if _compat.locks_rows(statement):
+        return "for_update"
+    options = _compat.loader_options_kind(statement)
+    if options is not None:
+        return options
+    if info.mapper.always_refresh:
+        return "always_refresh"
+    return _foreign_option(state.execution_options)
+
+
+def _foreign_option(options: Mapping[str, Any]) -> str | None:
+    """The first execution option that could change which row a load returns, as a reason."""
+    if _NEUTRAL_OPTIONS.issuperset(options):
+        return None
+    return "execution_option:" + min(options.keys() - _NEUTRAL_OPTIONS)
+
+
+def _cache_option(options: Any) -> bool:
+    use = options.get("cache", True)
+    if type(use) is not bool:
+        raise ConfigurationError(f"execution option cache must be True or False, got {use!r}")
+    return use
 
 
 def _ttl(options: Any, info: ModelInfo, runtime: _runtime.Runtime) -> int:
@@ -93,37 +115,47 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
     runtime = _runtime.current
     if runtime is None:
         raise ConfigurationError(_runtime.NOT_CONFIGURED)
-    if not (runtime.enabled and info.config.enabled):
+    reason = _session_reason(state, info, runtime)
+    if reason is not None:
+        runtime.stats.bypass(info.name, reason)
         return None
-    options = state.execution_options
-    use = options.get("cache", True)
-    if use is not True:
-        if use is False:
-            return None
-        raise ConfigurationError(f"execution option cache must be True or False, got {use!r}")
-    ttl = _ttl(options, info, runtime)
+    ttl = _ttl(state.execution_options, info, runtime)
     session = state.session
-    bind = session.get_bind(info.mapper)
-    if isinstance(bind, Connection) or not _NEUTRAL_OPTIONS.issuperset(
-        bind.get_execution_options()
-    ):
-        # A session on a caller's connection may share an outer transaction whose
-        # writes it cannot see committed or rolled back; an engine with options
-        # (schema_translate_map, tenant hints) may read other rows under one key.
-        return None
     params: Any = state.parameters
     body = info.template.body([params[k] for k in info.param_keys])
     if _compat.autoflushes(state):
         _compat.autoflush(session)  # returning a result skips the ORM's autoflush
     writes = writes_of(session)
     if writes and writes.touches(info, body):
-        return None  # this transaction wrote the row: only the database has it
+        runtime.stats.bypass(info.name, "own_write")  # only the database has this row
+        return None
 
     key = runtime.prefix + body
     values, epoch = runtime.recall(info, key)
     if values is not None:
         return _hit(session, info, values)
     return _fly(state, runtime, info, body, key, epoch, ttl, writes)
+
+
+def _session_reason(
+    state: ORMExecuteState, info: ModelInfo, runtime: _runtime.Runtime
+) -> str | None:
+    """Why this get may not use the cache, given the configuration, call, session and engine."""
+    if not (runtime.enabled and info.config.enabled):
+        return "disabled"
+    if not _cache_option(state.execution_options):
+        return "cache_option"
+    bind = state.session.get_bind(info.mapper)
+    if isinstance(bind, Connection):
+        # A session on a caller's connection may share an outer transaction whose
+        # writes it cannot see committed or rolled back.
+        return "outer_connection"
+    options = bind.get_execution_options()
+    if not _cache_option(options):
+        return "cache_option"
+    # An engine with options (schema_translate_map, tenant hints) may read other
+    # rows under one key.
+    return _foreign_option(options)
 
 
 Shared = tuple[list[Any], tuple[int, ...]]  # a row for other readers: values, mutable positions
@@ -151,18 +183,19 @@ def _fly(
     if flight is None:  # another load of this key is under way in this process
         shared = runtime.flights.follow(key)
         if shared is not None:
-            runtime.stats.for_model(info.name).hits += 1
+            runtime.stats.hit(info.name)
             return _hit(session, info, thaw(*shared))
-        runtime.stats.for_model(info.name).misses += 1
-        return state.invoke_statement()  # the leader got nothing to share: no fill either
+        runtime.stats.miss(info.name)
+        runtime.stats.unfilled(info.name, "followed")  # the leader had nothing to share
+        return state.invoke_statement()
     shared = None
     try:
-        values, token = runtime.fetch(info, key, epoch)
+        values, token, why_not = runtime.fetch(info, key, epoch)
         if values is not None:
             if flight.future is not None:  # somebody follows: give them their own copy
                 shared = _shareable(values)
             return _hit(session, info, values)
-        result, shared = _load(state, runtime, info, body, key, token, epoch, ttl, writes)
+        result, shared = _load(state, runtime, info, body, key, token, why_not, epoch, ttl, writes)
         return result
     finally:
         runtime.flights.finish(key, flight, shared)
@@ -175,6 +208,7 @@ def _load(
     body: str,
     key: str,
     token: bytes | None,
+    why_not: str | None,
     epoch: int,
     ttl: int,
     writes: Writes | None,
@@ -182,16 +216,26 @@ def _load(
     """A miss: read the database, fill when allowed; returns the result and the filled row."""
     point = mark()
     frozen = state.invoke_statement().freeze()
-    filled = None
-    if token is not None and frozen.data:
-        values = None
-        if not writes and _snapshot_after(state.session, info, point):
-            values = _row_values(info, frozen.data, body)
-        if values is None:
-            runtime.release(info, key, token)  # let the next reader fill
-        elif runtime.fill(info, key, token, values, ttl, epoch):
-            filled = _shareable(values)
-    return frozen(), filled
+    if not frozen.data:
+        if token is not None:
+            runtime.release(info, key, token)  # no row: the next reader may fill at once
+        return frozen(), None
+    if token is None:
+        reason = why_not
+    elif writes:
+        reason = "transaction_writes"  # it may read its own uncommitted writes
+    elif not _snapshot_after(state.session, info, point):
+        reason = "snapshot"
+    else:
+        values, reason = _row_values(info, frozen.data, body)
+        if values is not None:
+            filled = runtime.fill(info, key, token, values, ttl, epoch)
+            return frozen(), _shareable(values) if filled else None
+    if reason is not None:
+        runtime.stats.unfilled(info.name, reason)
+    if token is not None:
+        runtime.release(info, key, token)  # let the next reader fill
+    return frozen(), None
 
 
 def _snapshot_after(session: Session, info: ModelInfo, point: int) -> bool:
@@ -223,21 +267,21 @@ def _hit(session: Session, info: ModelInfo, values: list[Any]) -> Result[Any]:
     return IteratorResult(info.result_metadata, iter((obj,)), _source_supports_scalars=True)
 
 
-def _row_values(info: ModelInfo, rows: Sequence[Any], body: str) -> list[Any] | None:
-    """The cacheable column values of a freshly loaded row, or None."""
+def _row_values(info: ModelInfo, rows: Sequence[Any], body: str) -> tuple[list[Any] | None, str]:
+    """The cacheable column values of a freshly loaded row, or (None, why not)."""
     if len(rows) != 1:
-        return None
+        return None, "rows"
     state = instance_state(rows[0])
     if state.modified or state.key is None:
-        return None
+        return None, "modified"
     dict_ = state.dict
     try:
         values = [dict_[attr] for attr in info.attrs]
     except KeyError:
-        return None  # a column was not loaded (deferred by an option): nothing exact to store
+        return None, "partial_row"  # a column was not loaded: nothing exact to store
     # Store only under the key the row itself maps to: an ident that the database
     # matched loosely (1.0 for 1, another case under a collation) would otherwise
     # leave an entry that invalidating the row's own key cannot reach.
     if info.template.body([values[i] for i in info.pk_positions]) != body:
-        return None
-    return values
+        return None, "other_key"
+    return values, ""

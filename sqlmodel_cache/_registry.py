@@ -28,6 +28,7 @@ class ModelInfo:
         "attrs",
         "cls",
         "codec",
+        "column_types",
         "config",
         "eager",
         "expire_on_hit",
@@ -66,7 +67,8 @@ class ModelInfo:
         self.pk_names = tuple(pk_keys)
         self.expire_on_hit = tuple(prop.key for prop in expired)
         shape = f"{cls.__module__}.{cls.__qualname__}@{mapper.local_table}"
-        self.codec = RowCodec(shape, [(prop.key, prop.columns[0].type) for prop in cached])
+        self.column_types = {prop.key: prop.columns[0].type for prop in cached}
+        self.codec = RowCodec(shape, list(self.column_types.items()))
         self.template = KeyTemplate(self.name, pk_keys)
         self.get_clause: Any = None
         self.refresh_get_clause()

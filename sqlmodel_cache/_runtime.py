@@ -36,6 +36,10 @@ NOT_CONFIGURED = (
 
 # The fill token of transports without leases: fills are best effort.
 UNGUARDED = b""
+# Why a miss gets no fill token: another reader holds the key's lease, or the
+# cache could not be reached.
+LEASED = "leased"
+UNAVAILABLE = "unavailable"
 
 
 def channel_of(key_prefix: str) -> str:
@@ -87,6 +91,7 @@ class Runtime:
         self._l1_models: dict[ModelInfo, L1 | None] = {}
         self._throttle = _Throttle()
         self._warned_models: set[str] = set()
+        self._warned_uncacheable: set[str] = set()
         # Chosen once: lease-guarded fills when the transport can, else best effort;
         # publishing invalidations to other processes' L1 when it can publish.
         self.leasing = isinstance(transport, LeasingTransport)
@@ -111,8 +116,7 @@ class Runtime:
     # -- the gate --------------------------------------------------------------
 
     def _failed(self, action: str, name: str | None, exc: Exception) -> None:
-        counters = self.stats.for_model(name) if name else self.stats.unattributed
-        counters.errors += 1
+        self.stats.error(name)
         self.breaker.failure()
         if self._throttle(action):
             log.warning("cache %s failed, the database answers instead: %r", action, exc)
@@ -180,9 +184,7 @@ class Runtime:
         entry = l1.get(key)
         if entry is None:
             return None, l1.epoch  # read before L2, so an invalidation meanwhile is seen
-        counters = self.stats.for_model(info.name)
-        counters.l1_hits += 1
-        counters.hits += 1
+        self.stats.hit(info.name, l1=True)
         return thaw(*entry), 0
 
     @staticmethod
@@ -191,9 +193,12 @@ class Runtime:
         positions = mutable_positions(values)
         l1.put(key, (thaw(values, positions), positions), epoch)
 
-    def fetch(self, info: ModelInfo, key: str, epoch: int) -> tuple[list[Any] | None, bytes | None]:
-        """(values, None) on an L2 hit, else (None, fill token or None when not to fill)."""
-        counters = self.stats.for_model(info.name)
+    def fetch(
+        self, info: ModelInfo, key: str, epoch: int
+    ) -> tuple[list[Any] | None, bytes | None, str | None]:
+        """An L2 read: (values, None, None) on a hit; on a miss (None, token, None) when
+        this reader may fill, else (None, None, the reason it may not)."""
+        why_not = UNAVAILABLE
         token = None
         if self._ready():
             try:
@@ -202,21 +207,22 @@ class Runtime:
                     values = self._decode(info, key, data)
                     if values is not None:
                         self.breaker.success()
-                        counters.hits += 1
+                        self.stats.hit(info.name)
                         l1 = self.l1_for(info)
                         if l1 is not None:
                             self._remember(l1, key, values, epoch)
-                        return values, None
+                        return values, None, None
                     self._unreadable(info, key)
                     if self.leasing:  # replace it under a lease of our own
                         self.transport.delete(key)
                         data, token = self._fetch(key)
                 self.breaker.success()
+                why_not = LEASED
             except Exception as exc:  # noqa: BLE001 - fail-open: any transport error is a miss
                 self._failed("read", info.name, exc)
                 token = None
-        counters.misses += 1
-        return None, token
+        self.stats.miss(info.name)
+        return None, token, None if token is not None else why_not
 
     def _decode(self, info: ModelInfo, key: str, data: bytes) -> list[Any] | None:
         """The values of an entry, or None when it is not a valid entry for key."""
@@ -241,37 +247,54 @@ class Runtime:
         self, info: ModelInfo, key: str, token: bytes, values: list[Any], ttl: int, epoch: int
     ) -> bool:
         """Store one row's values under key if token still allows it; True when stored."""
-        counters = self.stats.for_model(info.name)
         try:
             payload = info.codec.encode(values)
         except Unencodable as exc:
-            if info.name not in self._warned_models:
-                self._warned_models.add(info.name)
-                log.warning(
-                    "not caching a %s row: a value has no exact encoding (%s)", info.name, exc
-                )
+            self.stats.unfilled(info.name, f"uncacheable:{exc.column}")
+            self._uncacheable(info, exc)
             self.release(info, key, token)
             return False
         if len(payload) > self.max_entry_bytes:
-            counters.too_large += 1
+            self.stats.unfilled(info.name, "too_large")
             self.release(info, key, token)
             return False
         if not self._ready():
+            self.stats.unfilled(info.name, UNAVAILABLE)
             return False
         try:
             stored = self._store(key, token, payload, ttl)
         except Exception as exc:  # noqa: BLE001
             self._failed("fill", info.name, exc)
+            self.stats.unfilled(info.name, UNAVAILABLE)
             return False
         self.breaker.success()
-        if not stored:
+        if not stored:  # an invalidation took the lease: the row may be stale already
+            self.stats.unfilled(info.name, "lease_lost")
             return False
         self._longest_ttl = max(self._longest_ttl, ttl)
-        counters.fills += 1
+        self.stats.fill(info.name)
         l1 = self.l1_for(info)
         if l1 is not None:
             self._remember(l1, key, values, epoch)
         return True
+
+    def _uncacheable(self, info: ModelInfo, exc: Unencodable) -> None:
+        """Say once per model, loudly, which column keeps its rows out of the cache."""
+        if info.name in self._warned_uncacheable:
+            return
+        self._warned_uncacheable.add(info.name)
+        column = exc.column or "?"
+        sql_type = info.column_types.get(column)
+        log.warning(
+            "%s rows are not cached: column %s (%r) loaded %s; such gets are answered by the "
+            "database (SQLModelCache.explain(%s) and stats().by_model[%r].unfilled say more)",
+            info.name,
+            column,
+            sql_type,
+            exc.reason,
+            info.name,
+            info.name,
+        )
 
     def release(self, info: ModelInfo, key: str, token: bytes) -> None:
         """Give up a lease this reader will not fill, so the next reader may."""
@@ -305,7 +328,7 @@ class Runtime:
         for info in infos:
             prefix = f"{self.prefix}{info.name}:"
             if self._delete_model is None:
-                self.stats.for_model(info.name).errors += 1
+                self.stats.error(info.name)
                 if self._throttle("whole-model"):
                     log.warning(
                         "cannot drop every %s entry: %s has no delete_model(); entries of "
@@ -330,7 +353,7 @@ class Runtime:
             else:
                 self.breaker.success()
                 for name in names:
-                    self.stats.for_model(name).invalidations += 1
+                    self.stats.invalidated(name)
         if self.l1 is not None:  # after L2, so a reader cannot bring the old row back
             self.l1.drop(keys, prefixes)
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Time,
+    TypeDecorator,
 )
 from sqlalchemy import DateTime as SADateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -116,3 +117,37 @@ class Book(Base):
     title: Mapped[str] = mapped_column(String(50))
     author_id: Mapped[int] = mapped_column(ForeignKey("author.id"))
     author: Mapped[Author] = relationship(back_populates="books")
+
+
+class Point:
+    """A value type of the application's own: no exact form in a cache entry."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class PointType(TypeDecorator[Point]):
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else f"{value.x},{value.y}"
+
+    def process_result_value(self, value: Any, dialect: Any) -> Point | None:
+        return None if value is None else Point(*map(int, value.split(",")))
+
+
+class Place(Base):
+    """Rows with a location cannot be cached; rows without one can."""
+
+    __tablename__ = "place"
+    __cache_config__ = CacheConfig()
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    location: Mapped[Point | None] = mapped_column(PointType, nullable=True)
