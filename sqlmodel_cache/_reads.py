@@ -5,12 +5,12 @@ mapper's primary-key clause, no loader options, no refresh, no lock, no
 option that could change the row) and nothing in the session's transaction
 makes the cached row the wrong answer. A miss reads the database under a
 lease taken before the read, and fills only if that read cannot predate the
-lease (see ``_snapshot_after``).
+lease (see ``_fresh_snapshot``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection, Result
@@ -214,19 +214,19 @@ def _load(
     writes: Writes | None,
 ) -> tuple[Result[Any], Shared | None]:
     """A miss: read the database, fill when allowed; returns the result and the filled row."""
-    point = mark()
+    reason: str | None = None
+    if token is None:
+        reason = why_not or _runtime.UNAVAILABLE
+    elif writes:
+        reason = "transaction_writes"  # it may read its own uncommitted writes
+    elif not _fresh_snapshot(state.session, info, mark()):
+        reason = "snapshot"
     frozen = state.invoke_statement().freeze()
     if not frozen.data:
         if token is not None:
             runtime.release(info, key, token)  # no row: the next reader may fill at once
         return frozen(), None
-    if token is None:
-        reason = why_not
-    elif writes:
-        reason = "transaction_writes"  # it may read its own uncommitted writes
-    elif not _snapshot_after(state.session, info, point):
-        reason = "snapshot"
-    else:
+    if token is not None and reason is None:
         values, reason = _row_values(info, frozen.data, body)
         if values is not None:
             filled = runtime.fill(info, key, token, values, ttl, epoch)
@@ -238,16 +238,35 @@ def _load(
     return frozen(), None
 
 
-def _snapshot_after(session: Session, info: ModelInfo, point: int) -> bool:
-    """True when the load's snapshot is younger than the lease taken before point.
+def _fresh_snapshot(session: Session, info: ModelInfo, point: int) -> bool:
+    """True when a read run now cannot see the database as it was before point.
 
-    Under READ COMMITTED each statement sees what was committed before it
-    started; under snapshot isolation the whole transaction sees what was
-    committed before its first statement, which may predate the lease.
+    The lease was taken before point. Under READ COMMITTED (or autocommit) each
+    statement sees what was committed before it started. Under snapshot
+    isolation the transaction sees what was committed before its first
+    statement: fresh only when this read starts the transaction, either in
+    SQLAlchemy's view (it began after point) or in the driver's (no database
+    transaction is open yet: pysqlite and aiosqlite run reads outside one until
+    the first write; psycopg and asyncpg start one with the first statement).
     """
     conn = session.connection(bind_arguments={"mapper": info.mapper})
     level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
-    return level in _PER_STATEMENT or began_after(conn, point)
+    if level in _PER_STATEMENT or began_after(conn, point):
+        return True
+    probe = _IN_TRANSACTION.get(conn.dialect.driver)
+    return probe is not None and not probe(conn.connection.driver_connection)
+
+
+# Whether a driver connection is inside a database transaction, by SQLAlchemy
+# driver name; a driver not listed counts as inside one.
+_IN_TRANSACTION: dict[str, Callable[[Any], bool]] = {
+    "pysqlite": lambda raw: bool(raw.in_transaction),
+    "aiosqlite": lambda raw: bool(raw.in_transaction),
+    "psycopg": lambda raw: raw.info.transaction_status != 0,  # 0: IDLE
+    "psycopg_async": lambda raw: raw.info.transaction_status != 0,
+    "psycopg2": lambda raw: raw.get_transaction_status() != 0,
+    "asyncpg": lambda raw: bool(raw.is_in_transaction()),
+}
 
 
 def _hit(session: Session, info: ModelInfo, values: list[Any]) -> Result[Any]:

@@ -249,3 +249,23 @@ def test_concurrent_async_misses_of_one_key_make_one_database_read(engine, prefi
     assert asyncio.run(main()) == ["a"] * 5
     stats = SQLModelCache.stats()
     assert (stats.errors, stats.misses, stats.hits) == (0, 1, 4)
+
+
+def test_every_get_of_an_async_session_fills(engine, prefix):
+    # aiosqlite, like pysqlite, reads outside any database transaction until the
+    # first write; asyncio PostgreSQL reads at READ COMMITTED.
+    seed(engine, *[(i, str(i)) for i in range(1, 6)])
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        SQLModelCache.configure(RedisAsyncTransport(client, sync_client=DEAD), key_prefix=prefix)
+        aengine = async_engine(engine)
+        async with AsyncSession(aengine) as session:
+            for ident in range(1, 6):
+                await session.get(Hero, ident)
+        await aengine.dispose()
+        await client.aclose()
+
+    asyncio.run(main())
+    stats = SQLModelCache.stats()
+    assert (stats.errors, stats.fills, stats.unfilled) == (0, 5, {})

@@ -125,6 +125,16 @@ def test_snapshot_isolation_still_fills_when_the_get_starts_the_transaction(
     assert SQLModelCache.stats().by_model["Hero"].fills == 1
 
 
+def test_snapshot_isolation_fills_when_the_get_is_the_first_statement(
+    engine, repeatable_read, cache
+):
+    _seed(engine, h1="old")
+    with Session(repeatable_read) as session:
+        session.connection()  # SQLAlchemy has begun; the database has not taken a snapshot
+        session.get(Hero, 1)
+    assert SQLModelCache.stats().by_model["Hero"].fills == 1
+
+
 def test_read_committed_fills_later_in_a_transaction(engine, cache):
     _seed(engine, h1="a", h2="b")
     with Session(engine) as session:

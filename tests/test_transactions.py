@@ -4,7 +4,8 @@ is served, and every committed write is invalidated. On SQLite and PostgreSQL, r
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert, text, update
+import sqlalchemy as sa
+from sqlalchemy import delete, event, insert, text, update
 from sqlmodel import Session, col
 
 from sqlmodel_cache import SQLModelCache
@@ -78,6 +79,51 @@ def test_a_session_that_commits_twice_invalidates_twice(engine, cache, prefix):
         hero.name = "second"
         session.commit()
     assert name(engine, 1) == "second"
+
+
+# -- snapshots ----------------------------------------------------------------
+
+sqlite_only = pytest.mark.parametrize("db_engine", ["sqlite"], indirect=True)
+
+
+def test_every_get_of_a_session_fills_when_each_read_sees_the_latest_commit(engine, cache):
+    # pysqlite reads outside any database transaction until the first write;
+    # PostgreSQL's READ COMMITTED gives each statement a fresh snapshot.
+    seed(engine, *[(i, str(i)) for i in range(1, 6)])
+    with Session(engine) as session:
+        for ident in range(1, 6):
+            session.get(Hero, ident)
+    stats = SQLModelCache.stats().by_model["Hero"]
+    assert (stats.fills, stats.unfilled) == (5, {})
+
+
+@sqlite_only
+def test_sqlite_reads_after_an_unseen_write_fill_nothing(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    with Session(engine) as session:
+        session.get(Hero, 1)  # fills: no transaction open yet
+        session.execute(text("UPDATE hero SET name = 'uncommitted' WHERE id = 2"))
+        assert session.get(Hero, 2).name == "uncommitted"  # its own write: not stored
+        session.rollback()
+    assert entries(cache, prefix) == [key(prefix, 1)]
+    assert name(engine, 2) == "b"
+    assert SQLModelCache.stats().by_model["Hero"].unfilled == {"snapshot": 1}
+
+
+@sqlite_only
+def test_sqlite_with_a_real_begin_fills_only_the_read_that_starts_it(engine, cache):
+    # The documented recipe for SERIALIZABLE SQLite: the driver stays out of the
+    # way and SQLAlchemy's begin emits BEGIN, so the first read takes the snapshot.
+    serializable = sa.create_engine(engine.url)
+    event.listen(serializable, "connect", lambda dbapi, _: setattr(dbapi, "isolation_level", None))
+    event.listen(serializable, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    seed(engine, (1, "a"), (2, "b"))
+    with Session(serializable) as session:
+        session.get(Hero, 1)
+        session.get(Hero, 2)
+    serializable.dispose()
+    stats = SQLModelCache.stats().by_model["Hero"]
+    assert (stats.fills, stats.unfilled) == (1, {"snapshot": 1})
 
 
 # -- bulk writes --------------------------------------------------------------
