@@ -24,6 +24,7 @@ from ._feed import Feed
 from ._l1 import L1
 from ._registry import ModelInfo, registry
 from ._stats import CacheStats
+from ._writes import Writes
 from .transport import (
     AsyncCacheTransport,
     CacheTransport,
@@ -215,9 +216,12 @@ class SQLModelCache:
         """Drop one row's entry, for writes the ORM did not see (raw SQL, other services)."""
         info = _model_info(model)
         runtime = _runtime_or_raise()
-        body = info.template.body(_identity(info, ident))
-        if runtime.enabled:
-            runtime.invalidate([(info, body)])
+        values = _identity(info, ident)
+        route = registry.route(model)
+        if runtime.enabled and route is not None:
+            writes = Writes()
+            writes.add_row(route, values)  # every keyspace this row is cached in
+            runtime.invalidate_writes(writes)
 
     @classmethod
     async def ainvalidate(cls, model: type, ident: Any) -> None:

@@ -326,10 +326,24 @@ def declared_enums(sa_type: TypeEngine[Any]) -> Iterator[type[enum.Enum]]:
             stack.append(item)
 
 
+_loads = json.JSONDecoder().decode
+
+
+def parse(data: bytes | str) -> list[Any] | None:
+    """The envelope of a payload, ``[VERSION, fingerprint, ...]``, or None if it is not one."""
+    try:
+        entry = _loads(data if type(data) is str else data.decode())  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - garbage, or nested past the recursion limit
+        return None
+    if type(entry) is not list or len(entry) < 2 or entry[0] != VERSION:
+        return None
+    return entry
+
+
 class RowCodec:
     """Encodes and decodes the cached column values of one model."""
 
-    __slots__ = ("_dumps", "_enums", "_length", "_loads", "columns", "fingerprint")
+    __slots__ = ("_dumps", "_enums", "_length", "columns", "fingerprint")
 
     def __init__(self, shape: str, columns: Sequence[tuple[str, TypeEngine[Any]]]) -> None:
         self.columns = tuple(name for name, _ in columns)
@@ -341,7 +355,6 @@ class RowCodec:
         }
         self._length = len(columns) + 2
         self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        self._loads = json.JSONDecoder().decode
 
     def encode(self, values: Sequence[Any]) -> bytes:
         """Return the payload of one row; raise Unencodable when it has no exact form."""
@@ -369,18 +382,19 @@ class RowCodec:
                 return Unencodable(str(failure), name)
         return Unencodable(str(exc))
 
-    def decode(self, data: bytes | str) -> list[Any] | None:
-        """Return the column values of a payload, or None when it is not a valid entry."""
+    def values(self, entry: list[Any]) -> list[Any] | None:
+        """The column values of a parsed entry with this codec's fingerprint, or None."""
+        if len(entry) != self._length:
+            return None
+        enums = self._enums
         try:
-            entry = self._loads(data if type(data) is str else data.decode())  # type: ignore[union-attr]
-            if (
-                type(entry) is not list
-                or len(entry) != self._length
-                or entry[1] != self.fingerprint
-                or entry[0] != VERSION
-            ):
-                return None
-            enums = self._enums
             return [v if type(v) is not list else _decode(v, enums) for v in entry[2:]]
         except Exception:  # noqa: BLE001 - anything undecodable is simply a miss
             return None
+
+    def decode(self, data: bytes | str) -> list[Any] | None:
+        """Return the column values of a payload, or None when it is not a valid entry."""
+        entry = parse(data)
+        if entry is None or entry[1] != self.fingerprint:
+            return None
+        return self.values(entry)

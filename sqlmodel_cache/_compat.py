@@ -118,6 +118,12 @@ def identity_class(mapper: Mapper[Any]) -> type:
     return mapper._identity_class
 
 
+def loads_subclass_columns(base: Mapper[Any], sub: Mapper[Any]) -> bool:
+    """Whether a load of base also loads sub's own columns (with_polymorphic, or a
+    subclass declared with polymorphic_load="inline" or "selectin")."""
+    return sub in base._with_polymorphic_mappers or sub.polymorphic_load in ("inline", "selectin")
+
+
 def new_persistent(
     session: Session, mapper: Mapper[Any], identity: tuple[Any, ...], values: dict[str, Any]
 ) -> Any:

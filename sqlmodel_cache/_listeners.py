@@ -27,6 +27,8 @@ def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
         if info is None:
             return None
         reason = _reads.bypass_reason(state, info)
+        if reason is None and info.problem is not None:
+            reason = "unsupported_mapping"
         if reason is None:
             return _reads.serve(state, info)
         runtime = _runtime.current
@@ -35,9 +37,9 @@ def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
         return None
     if state.is_update or state.is_delete or state.is_insert:
         mapper = state.bind_mapper
-        info = None if mapper is None else registry.info(mapper.class_)
-        if info is not None and _runtime.current is not None:
-            return _writes.bulk_write(state, info)
+        route = None if mapper is None else registry.route(mapper.class_)
+        if route is not None and _runtime.current is not None:
+            return _writes.bulk_write(state, route)
     return None
 
 

@@ -18,8 +18,8 @@ from sqlalchemy.engine.result import IteratorResult
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.base import instance_state
 
-from . import _compat, _runtime
-from ._codec import mutable_positions, thaw
+from . import _compat, _registry, _runtime
+from ._codec import ABSENT, mutable_positions, thaw
 from ._config import check_ttl
 from ._errors import ConfigurationError
 from ._registry import ModelInfo
@@ -131,9 +131,9 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
         return None
 
     key = runtime.prefix + body
-    values, epoch = runtime.recall(info, key)
-    if values is not None:
-        return _hit(session, info, values)
+    found, epoch = runtime.recall(info, key)
+    if found is not None:
+        return _hit(session, info, *found)
     return _fly(state, runtime, info, body, key, epoch, ttl, writes)
 
 
@@ -158,13 +158,13 @@ def _session_reason(
     return _foreign_option(options)
 
 
-Shared = tuple[list[Any], tuple[int, ...]]  # a row for other readers: values, mutable positions
+Shared = tuple[ModelInfo, list[Any], tuple[int, ...]]  # a row for other readers
 
 
-def _shareable(values: list[Any]) -> Shared:
-    """A copy of values that other readers can each thaw a private copy of."""
+def _shareable(member: ModelInfo, values: list[Any]) -> Shared:
+    """A copy of a row that other readers can each thaw a private copy of."""
     positions = mutable_positions(values)
-    return thaw(values, positions), positions
+    return member, thaw(values, positions), positions
 
 
 def _fly(
@@ -182,19 +182,20 @@ def _fly(
     flight = runtime.flights.lead(key)
     if flight is None:  # another load of this key is under way in this process
         shared = runtime.flights.follow(key)
-        if shared is not None:
+        if shared is not None and shared[0].mapper.isa(info.mapper):
+            member, values, positions = shared
             runtime.stats.hit(info.name)
-            return _hit(session, info, thaw(*shared))
+            return _hit(session, info, member, thaw(values, positions))
         runtime.stats.miss(info.name)
         runtime.stats.unfilled(info.name, "followed")  # the leader had nothing to share
         return state.invoke_statement()
     shared = None
     try:
-        values, token, why_not = runtime.fetch(info, key, epoch)
-        if values is not None:
+        found, token, why_not = runtime.fetch(info, key, epoch)
+        if found is not None:
             if flight.future is not None:  # somebody follows: give them their own copy
-                shared = _shareable(values)
-            return _hit(session, info, values)
+                shared = _shareable(*found)
+            return _hit(session, info, *found)
         result, shared = _load(state, runtime, info, body, key, token, why_not, epoch, ttl, writes)
         return result
     finally:
@@ -227,10 +228,13 @@ def _load(
             runtime.release(info, key, token)  # no row: the next reader may fill at once
         return frozen(), None
     if token is not None and reason is None:
-        values, reason = _row_values(info, frozen.data, body)
-        if values is not None:
-            filled = runtime.fill(info, key, token, values, ttl, epoch)
-            return frozen(), _shareable(values) if filled else None
+        row = _row_values(info, frozen.data, body)
+        if isinstance(row, str):
+            reason = row
+        else:
+            member, values = row
+            filled = runtime.fill(info, member, key, token, values, ttl, epoch)
+            return frozen(), _shareable(member, values) if filled else None
     if reason is not None:
         runtime.stats.unfilled(info.name, reason)
     if token is not None:
@@ -269,38 +273,53 @@ _IN_TRANSACTION: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _hit(session: Session, info: ModelInfo, values: list[Any]) -> Result[Any]:
-    """Make a clean persistent instance from cached values, as the ORM's loader does."""
-    identity = (info.identity_class, tuple(values[i] for i in info.pk_positions), None)
+def _hit(session: Session, info: ModelInfo, member: ModelInfo, values: list[Any]) -> Result[Any]:
+    """A clean persistent instance of member's class from cached values, as the ORM's
+    loader makes one, as the result of a get of info's class."""
+    identity = (member.identity_class, tuple(values[i] for i in member.pk_positions), None)
     obj = session.identity_map.get(identity)
     if obj is None:
-        obj = _compat.new_persistent(session, info.mapper, identity, dict(zip(info.attrs, values)))
-        if info.expire_on_hit:
-            _compat.expire(obj, info.expire_on_hit)
+        loaded = {}
+        absent = []
+        for name, value in zip(member.attrs, values):
+            if value is ABSENT:
+                absent.append(name)  # a subclass column its get did not load
+            else:
+                loaded[name] = value
+        obj = _compat.new_persistent(session, member.mapper, identity, loaded)
+        unloaded = member.expire_on_hit + tuple(absent) if absent else member.expire_on_hit
+        if unloaded:
+            _compat.expire(obj, unloaded)
         if session.dispatch.loaded_as_persistent:
             session.dispatch.loaded_as_persistent(session, instance_state(obj))
-        for relationship in info.eager:
+        for relationship in member.eager:
             # The mapper eager-loads these on a database load; a hit must not leave
             # them for an implicit lazy load (MissingGreenlet under AsyncSession).
             getattr(obj, relationship)
     return IteratorResult(info.result_metadata, iter((obj,)), _source_supports_scalars=True)
 
 
-def _row_values(info: ModelInfo, rows: Sequence[Any], body: str) -> tuple[list[Any] | None, str]:
-    """The cacheable column values of a freshly loaded row, or (None, why not)."""
+def _row_values(
+    info: ModelInfo, rows: Sequence[Any], body: str
+) -> tuple[ModelInfo, list[Any]] | str:
+    """The class and cacheable column values of a freshly loaded row, or why there are none."""
     if len(rows) != 1:
-        return None, "rows"
-    state = instance_state(rows[0])
+        return "rows"
+    obj = rows[0]
+    state = instance_state(obj)
     if state.modified or state.key is None:
-        return None, "modified"
+        return "modified"
+    found = info.family.get(_registry.fingerprint_of(type(obj)))
+    if found is None:
+        return "subclass_not_cached"  # a row of a subclass that is not cached itself
+    member, required = found
     dict_ = state.dict
-    try:
-        values = [dict_[attr] for attr in info.attrs]
-    except KeyError:
-        return None, "partial_row"  # a column was not loaded: nothing exact to store
+    values = [dict_.get(name, ABSENT) for name in member.attrs]
+    if not _runtime.complete(values, required if required is not None else range(len(values))):
+        return "partial_row"  # a column this get loads was not loaded: nothing exact to store
     # Store only under the key the row itself maps to: an ident that the database
     # matched loosely (1.0 for 1, another case under a collation) would otherwise
     # leave an entry that invalidating the row's own key cannot reach.
-    if info.template.body([values[i] for i in info.pk_positions]) != body:
-        return None, "other_key"
-    return values, ""
+    if member.template.body([values[i] for i in member.pk_positions]) != body:
+        return "other_key"
+    return member, values

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import Breaker
-from ._codec import Unencodable, mutable_positions, thaw
+from ._codec import ABSENT, Unencodable, mutable_positions, parse, thaw
 from ._config import Settings
 from ._feed import Feed, message
 from ._flights import Flights
 from ._l1 import L1
 from ._pending import Pending
-from ._registry import ModelInfo
+from ._registry import Keyspace, ModelInfo
 from ._stats import Stats
 from .transport import LeasingTransport
 
@@ -40,6 +40,17 @@ UNGUARDED = b""
 # cache could not be reached.
 LEASED = "leased"
 UNAVAILABLE = "unavailable"
+# Why an entry could not answer a get (see Runtime._decode).
+UNREADABLE = "unreadable"
+PARTIAL = "partial"
+OTHER_CLASS = "other_class"
+
+Found = tuple[ModelInfo, list[Any]]  # a row: its class, and its column values
+
+
+def complete(values: list[Any], required: Iterable[int] | None) -> bool:
+    """Whether values hold every column a get needs (None: a whole row by construction)."""
+    return required is None or all(values[i] is not ABSENT for i in required)
 
 
 def channel_of(key_prefix: str) -> str:
@@ -176,43 +187,51 @@ class Runtime:
         self.transport.set(key, value, ttl)
         return True
 
-    def recall(self, info: ModelInfo, key: str) -> tuple[list[Any] | None, int]:
-        """(values, _) from the in-process tier, else (None, the L1 epoch to fill with)."""
+    def recall(self, info: ModelInfo, key: str) -> tuple[Found | None, int]:
+        """((member, values), _) from the in-process tier, else (None, the L1 epoch to fill
+        with); member is the class of the row (info itself, or a subclass)."""
         l1 = self.l1_for(info)
         if l1 is None:
             return None, 0
         entry = l1.get(key)
-        if entry is None:
-            return None, l1.epoch  # read before L2, so an invalidation meanwhile is seen
-        self.stats.hit(info.name, l1=True)
-        return thaw(*entry), 0
+        if entry is not None:
+            stored, values, positions = entry
+            found = info.family.get(stored.codec.fingerprint)
+            if found is not None and complete(values, found[1]):
+                self.stats.hit(info.name, l1=True)
+                return (found[0], thaw(values, positions)), 0
+        return None, l1.epoch  # read before L2, so an invalidation meanwhile is seen
 
     @staticmethod
-    def _remember(l1: L1, key: str, values: list[Any], epoch: int) -> None:
+    def _remember(l1: L1, key: str, member: ModelInfo, values: list[Any], epoch: int) -> None:
         """Keep a private copy of values in L1 (the caller's instance owns values)."""
         positions = mutable_positions(values)
-        l1.put(key, (thaw(values, positions), positions), epoch)
+        l1.put(key, (member, thaw(values, positions), positions), epoch)
 
     def fetch(
         self, info: ModelInfo, key: str, epoch: int
-    ) -> tuple[list[Any] | None, bytes | None, str | None]:
-        """An L2 read: (values, None, None) on a hit; on a miss (None, token, None) when
-        this reader may fill, else (None, None, the reason it may not)."""
+    ) -> tuple[Found | None, bytes | None, str | None]:
+        """An L2 read: ((member, values), None, None) on a hit; on a miss (None, token,
+        None) when this reader may fill, else (None, None, the reason it may not)."""
         why_not = UNAVAILABLE
         token = None
         if self._ready():
             try:
                 data, token = self._fetch(key)
                 if data is not None:
-                    values = self._decode(info, key, data)
-                    if values is not None:
+                    found = self._decode(info, key, data)
+                    if type(found) is tuple:
                         self.breaker.success()
                         self.stats.hit(info.name)
                         l1 = self.l1_for(info)
                         if l1 is not None:
-                            self._remember(l1, key, values, epoch)
-                        return values, None, None
-                    self._unreadable(info, key)
+                            self._remember(l1, key, *found, epoch)
+                        return found, None, None
+                    if found is OTHER_CLASS:  # another class's row: the database says None
+                        self.stats.miss(info.name)
+                        return None, None, OTHER_CLASS
+                    if found is UNREADABLE:
+                        self._unreadable(info, key)
                     if self.leasing:  # replace it under a lease of our own
                         self.transport.delete(key)
                         data, token = self._fetch(key)
@@ -224,17 +243,30 @@ class Runtime:
         self.stats.miss(info.name)
         return None, token, None if token is not None else why_not
 
-    def _decode(self, info: ModelInfo, key: str, data: bytes) -> list[Any] | None:
-        """The values of an entry, or None when it is not a valid entry for key."""
+    def _decode(self, info: ModelInfo, key: str, data: bytes) -> Found | str:
+        """The class and values of an entry for a get of info, else why it cannot serve one:
+        UNREADABLE (not a valid entry: replace it), PARTIAL (it lacks columns this get
+        loads: replace it with a whole row) or OTHER_CLASS (a valid entry of a class that
+        info does not cover: leave it)."""
         if len(data) > self.max_entry_bytes:
-            return None
-        values = info.codec.decode(data)
+            return UNREADABLE
+        entry = parse(data)
+        if entry is None:
+            return UNREADABLE
+        fingerprint = entry[1]
+        found = info.family.get(fingerprint)
+        if found is None:
+            return OTHER_CLASS if fingerprint in info.keyspace.members else UNREADABLE
+        member, required = found
+        values = member.codec.values(entry)
         if values is None:
-            return None
+            return UNREADABLE
         # Defence in depth: an entry must hold the row its key names.
-        if self.prefix + info.template.body([values[i] for i in info.pk_positions]) != key:
-            return None
-        return values
+        if self.prefix + member.template.body([values[i] for i in member.pk_positions]) != key:
+            return UNREADABLE
+        if not complete(values, required):
+            return PARTIAL
+        return member, values
 
     def _unreadable(self, info: ModelInfo, key: str) -> None:
         if info.name not in self._warned_models:
@@ -244,14 +276,22 @@ class Runtime:
             )
 
     def fill(
-        self, info: ModelInfo, key: str, token: bytes, values: list[Any], ttl: int, epoch: int
+        self,
+        info: ModelInfo,
+        member: ModelInfo,
+        key: str,
+        token: bytes,
+        values: list[Any],
+        ttl: int,
+        epoch: int,
     ) -> bool:
-        """Store one row's values under key if token still allows it; True when stored."""
+        """Store a row of class member, read by a get of info, under key if token still
+        allows it; True when stored."""
         try:
-            payload = info.codec.encode(values)
+            payload = member.codec.encode(values)
         except Unencodable as exc:
             self.stats.unfilled(info.name, f"uncacheable:{exc.column}")
-            self._uncacheable(info, exc)
+            self._uncacheable(member, exc)
             self.release(info, key, token)
             return False
         if len(payload) > self.max_entry_bytes:
@@ -275,7 +315,7 @@ class Runtime:
         self.stats.fill(info.name)
         l1 = self.l1_for(info)
         if l1 is not None:
-            self._remember(l1, key, values, epoch)
+            self._remember(l1, key, member, values, epoch)
         return True
 
     def _uncacheable(self, info: ModelInfo, exc: Unencodable) -> None:
@@ -307,8 +347,8 @@ class Runtime:
 
     # -- invalidation -------------------------------------------------------------
 
-    def invalidate(self, bodies: Iterable[tuple[ModelInfo, str]]) -> None:
-        """Delete the entries of these (model, key body) pairs, in every tier and process."""
+    def invalidate(self, bodies: Iterable[tuple[Keyspace, str]]) -> None:
+        """Delete the entries of these (keyspace, key body) pairs, in every tier and process."""
         keys: list[str] = []
         names: list[str] = []
         for info, body in bodies:
@@ -319,13 +359,13 @@ class Runtime:
 
     def invalidate_writes(self, writes: Writes) -> None:
         """Delete every entry a committed transaction's writes made stale."""
-        self.invalidate((info, body) for info, bodies in writes.rows.items() for body in bodies)
+        self.invalidate((space, body) for space, bodies in writes.rows.items() for body in bodies)
         if writes.whole:
             self.invalidate_models(writes.whole)
 
-    def invalidate_models(self, infos: Iterable[ModelInfo]) -> None:
-        """Delete every entry of these models (writes whose rows are unknown)."""
-        for info in infos:
+    def invalidate_models(self, keyspaces: Iterable[Keyspace]) -> None:
+        """Delete every entry of these keyspaces (writes whose rows are unknown)."""
+        for info in keyspaces:
             prefix = f"{self.prefix}{info.name}:"
             if self._delete_model is None:
                 self.stats.error(info.name)

@@ -11,7 +11,7 @@ invalidated again when the connection's own transaction commits.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection, Result
@@ -19,10 +19,10 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from sqlalchemy.orm.base import instance_state
 
 from . import _compat, _runtime
-from ._registry import registry
+from ._registry import Route, registry
 
 if TYPE_CHECKING:
-    from ._registry import ModelInfo
+    from ._registry import Keyspace, ModelInfo
 
 # session.info key of the open transaction's Writes.
 _WRITES = "_sqlmodel_cache_writes"
@@ -36,35 +36,43 @@ _sequence = itertools.count(1)
 
 
 class Writes:
-    """Key bodies per model, and models whose touched rows are unknown (all of them go)."""
+    """Key bodies per keyspace, and keyspaces whose touched rows are unknown (all of them go)."""
 
     __slots__ = ("rows", "whole")
 
     def __init__(self) -> None:
-        self.rows: dict[ModelInfo, set[str]] = {}
-        self.whole: set[ModelInfo] = set()
+        self.rows: dict[Keyspace, set[str]] = {}
+        self.whole: set[Keyspace] = set()
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.whole)
 
-    def add(self, info: ModelInfo, body: str) -> None:
-        self.rows.setdefault(info, set()).add(body)
+    def add_row(self, route: Route, values: Sequence[Any]) -> None:
+        """One row, by its primary-key values in the mapper's order, wherever it is cached."""
+        for keyspace, positions in route.targets:
+            if positions is None:
+                self.whole.add(keyspace)
+            else:
+                body = keyspace.template.body([values[i] for i in positions])
+                self.rows.setdefault(keyspace, set()).add(body)
 
-    def add_model(self, info: ModelInfo) -> None:
-        self.whole.add(info)
+    def add_all(self, route: Route) -> None:
+        """Rows that cannot be known: every entry they may be cached in goes."""
+        self.whole.update(keyspace for keyspace, _ in route.targets)
 
     def touches(self, info: ModelInfo, body: str) -> bool:
         """Whether this transaction wrote (or may have written) that row."""
-        return info in self.whole or body in self.rows.get(info, ())
+        keyspace = info.keyspace
+        return keyspace in self.whole or body in self.rows.get(keyspace, ())
 
-    def models(self) -> Iterable[ModelInfo]:
+    def keyspaces(self) -> Iterable[Keyspace]:
         return self.rows.keys() | self.whole
 
-    def merge(self, other: Writes, info: ModelInfo) -> None:
-        """Take over other's writes to one model."""
-        if info in other.whole:
-            self.whole.add(info)
-        self.rows.setdefault(info, set()).update(other.rows.get(info, ()))
+    def merge(self, other: Writes, keyspace: Keyspace) -> None:
+        """Take over other's writes to one keyspace."""
+        if keyspace in other.whole:
+            self.whole.add(keyspace)
+        self.rows.setdefault(keyspace, set()).update(other.rows.get(keyspace, ()))
 
 
 def mark() -> int:
@@ -93,57 +101,61 @@ def _writes_in(store: dict[Any, Any], name: str) -> Writes:
 # -- what a transaction writes -------------------------------------------------
 
 
-def _rows_from_params(writes: Writes, info: ModelInfo, params: Any) -> bool:
+def _rows_from_params(writes: Writes, route: Route, params: Any) -> bool:
     """Record the rows of an executemany whose parameters all name a primary key."""
-    if type(params) is not list or not params:
+    names = route.pk_names
+    if type(params) is not list or not params or names is None:
         return False
-    names = info.pk_names
     if not all(name in row for row in params for name in names):
         return False
     for row in params:
-        writes.add(info, info.template.body([row[name] for name in names]))
+        writes.add_row(route, [row[name] for name in names])
     return True
 
 
-def bulk_write(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
+def bulk_write(state: ORMExecuteState, route: Route) -> Result[Any] | None:
     """Run an ORM bulk INSERT/UPDATE/DELETE so that the rows it touched are known."""
     writes = _writes_in(state.session.info, _WRITES)
     statement: Any = state.statement
     params = state.parameters
     if state.is_insert:
         # New rows have no entries; only an upsert changes rows that may be cached.
-        if _compat.is_upsert(statement) and not _rows_from_params(writes, info, params):
-            writes.add_model(info)
+        if _compat.is_upsert(statement) and not _rows_from_params(writes, route, params):
+            writes.add_all(route)
         return None
-    if state.is_update and _rows_from_params(writes, info, params):
+    if state.is_update and _rows_from_params(writes, route, params):
         return None  # UPDATE by primary key
-    dialect = state.session.get_bind(info.mapper).dialect
+    mapper = state.bind_mapper
+    assert mapper is not None
+    dialect = state.session.get_bind(mapper).dialect
     can_return = dialect.update_returning if state.is_update else dialect.delete_returning
     if _compat.returns_rows(statement) or not can_return:
-        writes.add_model(info)  # the rows cannot be known: every entry of the model goes
+        writes.add_all(route)  # the rows cannot be known: every entry of the model goes
         return None
     # return_defaults() fetches the keys by RETURNING without changing what the
     # caller's result holds (rowcount included), as the ORM's own "fetch" does.
-    result: Any = state.invoke_statement(
-        statement=statement.return_defaults(*info.mapper.primary_key)
-    )
-    for row in result.returned_defaults_rows or ():
-        writes.add(info, info.template.body(row))
+    result: Any = state.invoke_statement(statement=statement.return_defaults(*mapper.primary_key))
+    rows = result.returned_defaults_rows
+    if rows is None:  # no RETURNING after all (a joined subclass's own table, say)
+        writes.add_all(route)
+    for row in rows or ():
+        writes.add_row(route, row)
     return result  # type: ignore[no-any-return]
 
 
 def _collect(objects: Any, writes: Writes) -> None:
     for obj in objects:
-        info = registry.info(type(obj))
-        if info is None:
+        route = registry.route(type(obj))
+        if route is None:
             continue
         state = instance_state(obj)
         if state.key is not None:  # the identity before this flush (old primary key)
-            writes.add(info, info.template.body(state.key[1]))
-        dict_ = state.dict
-        pk = [dict_.get(info.attrs[i]) for i in info.pk_positions]
-        if None not in pk:
-            writes.add(info, info.template.body(pk))
+            writes.add_row(route, state.key[1])
+        if route.pk_names is not None:
+            dict_ = state.dict
+            pk = [dict_.get(name) for name in route.pk_names]
+            if None not in pk:
+                writes.add_row(route, pk)
 
 
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
@@ -165,12 +177,12 @@ def _after_commit(session: Session) -> None:
     if writes is None or runtime is None or not runtime.enabled:
         return
     runtime.invalidate_writes(writes)
-    for info in writes.models():
-        bind = session.get_bind(info.mapper)
+    for keyspace in writes.keyspaces():
+        bind = session.get_bind(keyspace.mapper)
         if isinstance(bind, Connection) and bind.in_transaction():
             # The session joined a transaction it does not own: the rows are not
             # committed yet. Delete them again when that transaction commits.
-            _writes_in(bind.info, _DEFERRED).merge(writes, info)
+            _writes_in(bind.info, _DEFERRED).merge(writes, keyspace)
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:

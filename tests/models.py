@@ -151,3 +151,81 @@ class Place(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(50))
     location: Mapped[Point | None] = mapped_column(PointType, nullable=True)
+
+
+# -- inheritance ------------------------------------------------------------------
+
+
+class Employee(Base):
+    """Single-table inheritance: one table, the class chosen by `kind`."""
+
+    __tablename__ = "employee"
+    __cache_config__ = CacheConfig()
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    kind: Mapped[str] = mapped_column(String(20))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "employee"}
+
+
+class Manager(Employee):
+    budget: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __mapper_args__ = {"polymorphic_identity": "manager"}
+
+
+class Engineer(Employee):
+    language: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    __mapper_args__ = {"polymorphic_identity": "engineer"}
+
+
+class Vehicle(Base):
+    """Joined-table inheritance: a base table, and one more table per subclass."""
+
+    __tablename__ = "vehicle"
+    __cache_config__ = CacheConfig()
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wheels: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "vehicle"}
+
+
+class Truck(Vehicle):
+    __tablename__ = "truck"
+
+    id: Mapped[int] = mapped_column(ForeignKey("vehicle.id"), primary_key=True)
+    payload: Mapped[int] = mapped_column(Integer)
+    __mapper_args__ = {"polymorphic_identity": "truck"}
+
+
+class Bus(Vehicle):
+    """Loaded with its base, whatever class a get asks for (polymorphic_load="inline")."""
+
+    __tablename__ = "bus"
+
+    id: Mapped[int] = mapped_column(ForeignKey("vehicle.id"), primary_key=True)
+    seats: Mapped[int] = mapped_column(Integer)
+    __mapper_args__ = {"polymorphic_identity": "bus", "polymorphic_load": "inline"}
+
+
+# -- two classes, one table -------------------------------------------------------
+
+
+class Note(SQLModel, table=True):
+    __cache_config__ = CacheConfig()
+
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = ""
+
+
+class NoteCard(Base):
+    """A read model over the note table, cached on its own keys."""
+
+    __table__ = Note.__table__  # type: ignore[attr-defined]
+    __cache_config__ = CacheConfig()
+
+
+class NoteWriter(Base):
+    """A write model over the note table, not cached itself."""
+
+    __table__ = Note.__table__  # type: ignore[attr-defined]
