@@ -21,6 +21,7 @@ from ._bridge import Bridge
 from ._config import BreakerConfig, CacheConfig, L1Config, Settings, check_ttl
 from ._errors import ConfigurationError
 from ._feed import Feed
+from ._keys import canonical
 from ._l1 import L1
 from ._registry import ModelInfo, registry
 from ._stats import CacheStats
@@ -83,10 +84,9 @@ def _l1_config(l1: Any) -> L1Config | None:
 
 
 def _tiers(
-    config: L1Config | None, transport: Any, key_prefix: str, origin: str
+    config: L1Config | None, transport: Any, key_prefix: str, origin: str, *, wanted: bool
 ) -> tuple[L1 | None, Feed | None]:
     """The in-process tier and its invalidation feed, when anything uses them."""
-    wanted = any((registry.config(cls) or CacheConfig()).l1 for cls in registry.models())
     if config is None and not wanted:
         return None, None
     try:
@@ -121,7 +121,8 @@ def _model_info(model: Any) -> ModelInfo:
 
 
 def _identity(info: ModelInfo, ident: Any) -> Sequence[Any]:
-    """Primary-key values in mapper order, from ident as session.get() takes it."""
+    """Primary-key values in mapper order, from ident as session.get() takes it, each
+    converted to the type the row's own key holds (a UUID given as text, say)."""
     names = info.pk_names
     if isinstance(ident, Mapping):
         missing = [name for name in names if name not in ident]
@@ -129,13 +130,23 @@ def _identity(info: ModelInfo, ident: Any) -> Sequence[Any]:
             raise ConfigurationError(
                 f"{info.name} identity needs exactly the keys {names}, got {sorted(ident)}"
             )
-        return [ident[name] for name in names]
-    values = list(ident) if isinstance(ident, (tuple, list)) else [ident]
+        values = [ident[name] for name in names]
+    else:
+        values = list(ident) if isinstance(ident, (tuple, list)) else [ident]
     if len(values) != len(names) or None in values:
         raise ConfigurationError(
             f"{info.name} identity needs {len(names)} non-None value(s) for {names}, got {ident!r}"
         )
-    return values
+    converted = []
+    for name, kind, value in zip(names, info.pk_types, values):
+        try:
+            converted.append(canonical(value, kind))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{info.name}.{name} holds {kind.__name__ if kind else 'its own'} values: "
+                f"cannot find the row of {value!r} ({exc})"
+            ) from None
+    return converted
 
 
 log = logging.getLogger("sqlmodel_cache")
@@ -185,8 +196,17 @@ class SQLModelCache:
             transport, default_ttl, key_prefix, enabled, l1_config, breaker, max_entry_bytes
         )
         origin = uuid.uuid4().hex  # names this process's messages on the invalidation channel
-        tier, feed = _tiers(l1_config, transport, key_prefix, origin) if enabled else (None, None)
-        _runtime.current = _runtime.Runtime(settings, listened, tier, feed, origin)
+        wanted = any((registry.config(cls) or CacheConfig()).l1 for cls in registry.models())
+        tier, feed = None, None
+        if enabled:
+            tier, feed = _tiers(l1_config, transport, key_prefix, origin, wanted=wanted)
+
+        def make_tiers() -> tuple[L1 | None, Feed | None]:
+            return _tiers(l1_config, transport, key_prefix, origin, wanted=True)
+
+        _runtime.current = _runtime.Runtime(
+            settings, listened, tier, feed, origin, make_tiers if enabled else None
+        )
 
     @classmethod
     def reset(cls) -> None:

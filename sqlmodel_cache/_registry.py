@@ -34,7 +34,7 @@ from . import _compat
 from ._codec import RowCodec
 from ._config import CacheConfig
 from ._errors import ConfigurationError
-from ._keys import KeyTemplate
+from ._keys import KeyTemplate, loaded_type
 
 T = TypeVar("T", bound=type)
 log = logging.getLogger("sqlmodel_cache")
@@ -108,6 +108,7 @@ class ModelInfo:
         "param_keys",
         "pk_names",
         "pk_positions",
+        "pk_types",
         "problem",
         "result_metadata",
         "template",
@@ -143,6 +144,7 @@ class ModelInfo:
         self.result_metadata = _compat.result_metadata(self.name)
         # Attributes holding the primary key, in the mapper's (and the keyspace's) order.
         self.pk_names = tuple(mapper.get_property_by_column(col).key for col in mapper.primary_key)
+        self.pk_types = tuple(loaded_type(col.type) for col in mapper.primary_key)
         self.pk_positions: tuple[int, ...] = ()
         if self.problem is None:
             self.pk_positions = tuple(self.attrs.index(name) for name in self.pk_names)

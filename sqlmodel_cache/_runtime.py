@@ -9,8 +9,9 @@ deletions that were due while the cache was away.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import Breaker
@@ -83,6 +84,7 @@ class Runtime:
         l1: L1 | None = None,
         feed: Feed | None = None,
         origin: str = "",
+        make_tiers: Callable[[], tuple[L1 | None, Feed | None]] | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport  # synchronous: the configured one, or a Bridge to it
@@ -95,6 +97,10 @@ class Runtime:
         self.l1 = l1
         self.feed = feed
         self.origin = origin
+        # Builds L1 and its feed the first time a model asks for them, if none exist yet
+        # (a model with CacheConfig(l1=True) declared after configure(l1=False), say).
+        self._make_tiers = make_tiers if l1 is None else None
+        self._tiers_lock = threading.Lock()
         self.breaker = Breaker(settings.breaker.failures, settings.breaker.cooldown)
         self.pending = Pending()
         self._blind_until = 0.0  # no reads before this (lost invalidations, no way to drop all)
@@ -120,9 +126,15 @@ class Runtime:
         try:
             return self._l1_models[info]
         except KeyError:
-            wanted = info.config.l1 if info.config.l1 is not None else self.settings.l1 is not None
-            tier = self._l1_models[info] = self.l1 if wanted else None
-            return tier
+            pass
+        wanted = info.config.l1 if info.config.l1 is not None else self.settings.l1 is not None
+        if wanted and self.l1 is None and self._make_tiers is not None:
+            with self._tiers_lock:
+                if self._make_tiers is not None:
+                    self.l1, self.feed = self._make_tiers()
+                    self._make_tiers = None
+        tier = self._l1_models[info] = self.l1 if wanted else None
+        return tier
 
     # -- the gate --------------------------------------------------------------
 

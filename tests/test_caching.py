@@ -1,5 +1,9 @@
 """Read-through caching and invalidation, on SQLite and PostgreSQL, against real Redis."""
 
+import re
+import uuid
+from typing import Any
+
 import pytest
 from sqlalchemy import inspect, update
 from sqlalchemy.orm import selectinload
@@ -9,6 +13,7 @@ from sqlmodel_cache import ConfigurationError, SQLModelCache
 
 from .conftest import entries
 from .models import Author, Book, Disabled, Hero, OrderItem, Plain, Tag, Team
+from .written import Account, now
 
 
 def add(engine, *objects):
@@ -280,6 +285,41 @@ def test_invalidate_by_scalar_tuple_and_dict(engine, cache, prefix):
     get(engine, OrderItem, (1, 2))
     SQLModelCache.invalidate(OrderItem, {"product_id": 2, "order_id": 1})
     assert not cache.exists(f"{prefix}:OrderItem:order_id=1:product_id=2")
+
+
+def test_invalidate_converts_the_ident_as_a_get_would(engine, cache, prefix):
+    ident = uuid.UUID("abcdef01-2345-4789-abcd-ef0123456789")
+    add(engine, Account(id=ident, email="a@example.org", opened_at=now()), Hero(id=1, name="a"))
+    key = f"{prefix}:Account:id={ident}"
+    spellings: list[Any] = [str(ident).upper(), ident.hex, "{" + str(ident) + "}", ident.bytes]
+    for spelling in spellings:
+        get(engine, Account, ident)
+        assert cache.exists(key)
+        SQLModelCache.invalidate(Account, spelling)
+        assert not cache.exists(key), spelling
+    for spelling in ["1", " 1", 1.0]:
+        get(engine, Hero, 1)
+        SQLModelCache.invalidate(Hero, spelling)
+        assert not cache.exists(f"{prefix}:Hero:id=1"), spelling
+
+
+@pytest.mark.parametrize(
+    ("model", "ident", "message"),
+    [
+        (
+            Account,
+            "not-a-uuid",
+            "Account.id holds UUID values: cannot find the row of 'not-a-uuid'",
+        ),
+        (Hero, "one", "Hero.id holds int values"),
+        (Hero, 1.5, "Hero.id holds int values"),
+        (Hero, True, "a bool is not a key value"),
+        (Tag, 5, "Tag.name holds str values"),
+    ],
+)
+def test_invalidate_refuses_an_ident_that_cannot_name_a_row(cache, model, ident, message):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        SQLModelCache.invalidate(model, ident)
 
 
 def test_insert_then_get_in_another_session(engine, cache):

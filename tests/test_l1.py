@@ -7,10 +7,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import event
+from sqlalchemy import String, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlmodel import Session
 
 from sqlmodel_cache import CacheConfig, ConfigurationError, L1Config, SQLModelCache, _runtime
@@ -252,3 +254,48 @@ def test_concurrent_misses_of_one_key_make_one_database_read(engine, cache, sql)
     assert sql.selects == 1
     stats = SQLModelCache.stats().by_model["Hero"]
     assert stats.misses == 1  # (hit counts are not exact across threads: plain += )
+
+
+def _declare_late_model(name: str) -> Any:
+    """A model defined now, after configure(), in a registry of its own."""
+
+    class LateBase(DeclarativeBase):
+        pass
+
+    late = type(
+        name,
+        (LateBase,),
+        {
+            "__tablename__": name.lower(),
+            "__cache_config__": CacheConfig(l1=True),
+            "__annotations__": {"id": Mapped[int], "name": Mapped[str]},
+            "id": mapped_column(primary_key=True),
+            "name": mapped_column(String(20)),
+        },
+    )
+    return late
+
+
+@pg_only
+@pytest.mark.parametrize("global_l1", [False, True])  # False first: no l1 model exists yet
+def test_a_model_declared_after_configure_gets_its_l1(engine, prefix, sql, global_l1):
+    configure_l1(prefix, l1=global_l1) if global_l1 else SQLModelCache.configure(
+        RedisSyncTransport(redis.Redis.from_url(REDIS_URL)), key_prefix=prefix
+    )
+    late = _declare_late_model("LateGlobal" if global_l1 else "LateOptIn")
+    late.metadata.create_all(engine)
+    try:
+        with Session(engine) as session:
+            session.add(late(id=1, name="x"))
+            session.commit()
+        with Session(engine) as session:
+            session.get(late, 1)  # fills L2 (and L1, once the feed listens)
+        feed = runtime().feed
+        assert feed is not None and feed.subscribed.wait(5)
+        for _ in range(3):
+            with Session(engine) as session:
+                assert session.get(late, 1).name == "x"
+        stats = SQLModelCache.stats().by_model[late.__name__]
+        assert stats.l1_hits >= 2, stats
+    finally:
+        late.metadata.drop_all(engine)
