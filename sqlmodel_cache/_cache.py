@@ -20,6 +20,7 @@ from . import _listeners, _runtime  # noqa: F401 - importing _listeners attaches
 from ._bridge import Bridge
 from ._config import BreakerConfig, CacheConfig, L1Config, Settings, check_ttl
 from ._errors import ConfigurationError
+from ._explain import Explanation, explain
 from ._feed import Feed
 from ._keys import canonical
 from ._l1 import L1
@@ -242,6 +243,12 @@ class SQLModelCache:
             writes = Writes()
             writes.add_row(route, values)  # every keyspace this row is cached in
             runtime.invalidate_writes(writes)
+
+    @classmethod
+    def explain(cls, model: type) -> Explanation:
+        """Whether and how a model is cached (key, TTL, tiers), and if not, why, column by
+        column; works before configure() too. ``print()`` it for a report."""
+        return explain(model)
 
     @classmethod
     async def ainvalidate(cls, model: type, ident: Any) -> None:

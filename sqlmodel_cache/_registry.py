@@ -45,14 +45,23 @@ _EAGER = {"joined", "selectin", "subquery", "immediate"}
 class Keyspace:
     """The keys of one identity: a base class and every class that inherits its rows."""
 
-    __slots__ = ("mapper", "members", "name", "pk_columns", "single", "tables", "template")
+    __slots__ = (
+        "fields",
+        "mapper",
+        "members",
+        "name",
+        "pk_columns",
+        "single",
+        "tables",
+        "template",
+    )
 
     def __init__(self, root: Mapper[Any]) -> None:
         self.mapper = root
         self.name: str = root.class_.__name__
         self.pk_columns = tuple(root.primary_key)
-        names = [root.get_property_by_column(col).key for col in self.pk_columns]
-        self.template = KeyTemplate(self.name, names)
+        self.fields = tuple(root.get_property_by_column(col).key for col in self.pk_columns)
+        self.template = KeyTemplate(self.name, self.fields)
         mappers = [m for m in root.self_and_descendants if _identity_root(m) is root]
         self.tables = frozenset(table for m in mappers for table in m.tables)
         self.single = len(mappers) == 1  # no inheritance: entries never hold a subclass
