@@ -55,7 +55,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlmodel import JSON, DateTime, Field, Session, SQLModel
+from sqlmodel import JSON, Field, Session, SQLModel
 
 import sqlmodel_cache
 from sqlmodel_cache import CacheConfig, L1Config, ModelStats, SQLModelCache, _listeners, _runtime
@@ -96,9 +96,12 @@ COMMIT_UNCACHED = "update + commit, uncached"
 
 
 class BenchBase(SQLModel):
+    """Written as SQLModel's docs write models: plain annotations (datetime maps to
+    SQLModel's own UTCDateTime), sa_type only for the JSON column."""
+
     id: int = Field(primary_key=True)
     uid: uuid.UUID
-    created: dt.datetime = Field(sa_type=DateTime(timezone=True))
+    created: dt.datetime
     price: Decimal = Field(max_digits=12, decimal_places=2)
     payload: dict[str, Any] = Field(sa_type=JSON)
     body: str
@@ -465,8 +468,10 @@ def run_memory(bench: Bench) -> dict[str, Any]:
     assert model_stats(BenchRowL1).l1_hits == l1_hits, "the L1 was not empty"
     entries = dict(l1._entries.items())
     seen: set[int] = set()  # an object shared by several entries counts once
+    # An entry is (the row's model info, shared by all rows of it; values; positions).
     values_bytes = sum(
-        deep_size(key, seen) + deep_size(values, seen) for key, values in entries.items()
+        deep_size(key, seen) + sys.getsizeof(entry) + deep_size(entry[1:], seen)
+        for key, entry in entries.items()
     )
     for ident in range(ROWS + 1, ROWS + OVERFLOW + 1):  # more rows than maxsize
         bench.get_l1(ident)

@@ -29,6 +29,7 @@ import re
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
+from types import CodeType
 from typing import Any
 
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -102,7 +103,7 @@ def _enum_tag(value: enum.Enum, enums: dict[str, type[enum.Enum]]) -> list[Any]:
     name = value.name
     if name is None or cls.__members__.get(name) is not value:
         raise Unencodable(f"{_type_name(cls)} value {value!r} has no member name")
-    class_id = _type_name(cls)
+    class_id = cls.__qualname__  # not the module: a script's __main__ must read a worker's entries
     if enums.get(class_id) is not cls:
         enums[class_id] = cls  # learnt from a load: decodable in this process from now on
     return ["e", class_id, name]
@@ -293,22 +294,36 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 def type_signature(sa_type: TypeEngine[Any]) -> str:
     """The column type as the fingerprint sees it: class, arguments and enum class.
 
+    Classes are named without their module, so that processes that import the
+    same model differently (a script run as __main__, another service) agree.
+
     A TypeDecorator's result-processing code is part of it: a deploy that
     changes what the type loads must not read entries of the old shape.
     """
     kind = type(sa_type)
-    parts = [f"{kind.__module__}.{kind.__qualname__}:{sa_type!r}"]
+    parts = [f"{kind.__qualname__}:{sa_type!r}"]
     enum_class = getattr(sa_type, "enum_class", None)
     if enum_class is not None:
-        parts.append(_type_name(enum_class))
-    for cls in kind.__mro__ if isinstance(sa_type, TypeDecorator) else ():
+        parts.append(enum_class.__qualname__)
+    for cls in kind.__mro__:
+        if cls is TypeDecorator or not issubclass(cls, TypeDecorator):
+            continue
         for name in ("process_result_value", "result_processor"):
             code = getattr(cls.__dict__.get(name), "__code__", None)
             if code is not None:
-                parts.append(
-                    hashlib.blake2b(code.co_code + repr(code.co_consts).encode()).hexdigest()
-                )
+                parts.append(_code_digest(code))
     return _ADDRESS.sub("", ":".join(parts))
+
+
+def _code_digest(code: CodeType) -> str:
+    """A digest of what a function does, the same in every process that has its source
+    (no addresses, file paths or line numbers)."""
+    digest = hashlib.blake2b(code.co_code, digest_size=8)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        text = _code_digest(const) if isinstance(const, CodeType) else repr(const)
+        digest.update(text.encode())
+    return digest.hexdigest()
 
 
 def declared_enums(sa_type: TypeEngine[Any]) -> Iterator[type[enum.Enum]]:
@@ -351,7 +366,7 @@ class RowCodec:
         text = repr((VERSION, shape, signature))
         self.fingerprint = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
         self._enums: dict[str, type[enum.Enum]] = {
-            _type_name(cls): cls for _, sa_type in columns for cls in declared_enums(sa_type)
+            cls.__qualname__: cls for _, sa_type in columns for cls in declared_enums(sa_type)
         }
         self._length = len(columns) + 2
         self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -143,7 +143,9 @@ class ModelInfo:
         self.attrs = tuple(prop.key for prop in stored)
         self.expire_on_hit = tuple(prop.key for prop in expired)
         self.column_types = {prop.key: prop.columns[0].type for prop in stored}
-        shape = f"{cls.__module__}.{cls.__qualname__}@{mapper.local_table}"
+        # The class by name only: the same model imported from another module (a
+        # script's __main__, another service) must read the same entries.
+        shape = f"{cls.__name__}@{mapper.local_table}"
         self.codec = RowCodec(shape, list(self.column_types.items()))
         self.eager = tuple(
             rel.key

@@ -321,3 +321,50 @@ def test_a_type_decorator_that_loads_something_else_changes_the_fingerprint():
     before = RowCodec("t", [("m", first_deploy()())])
     assert before.fingerprint == RowCodec("t", [("m", first_deploy()())]).fingerprint
     assert before.fingerprint != RowCodec("t", [("m", second_deploy()())]).fingerprint
+
+
+def test_the_same_model_imported_from_another_module_reads_the_same_entries():
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    from sqlmodel_cache import CacheConfig
+    from sqlmodel_cache._registry import registry
+
+    def declare(module: str) -> Any:
+        class Models(DeclarativeBase):
+            pass
+
+        namespace = {
+            "__module__": module,
+            "__tablename__": "shared_model",
+            "__cache_config__": CacheConfig(),
+            "__annotations__": {"id": Mapped[int], "color": Mapped[Color]},
+            "id": mapped_column(primary_key=True),
+            "color": mapped_column(sa.Enum(Color)),
+        }
+        return type("SharedModel", (Models,), namespace)
+
+    script, worker = declare("__main__"), declare("app.models")  # a script, a worker
+    written, read = registry.info(script), registry.info(worker)
+    assert written is not None and read is not None
+    assert read.codec.decode(written.codec.encode([1, Color.RED])) == [1, Color.RED]
+
+
+def test_every_process_computes_the_same_fingerprints():
+    import subprocess
+    from pathlib import Path
+
+    from sqlmodel_cache._registry import registry
+
+    from .written import Device, Profile
+
+    script = (
+        "from sqlmodel_cache._registry import registry\n"
+        "from tests.written import Device, Profile\n"
+        "print(*(registry.info(m).codec.fingerprint for m in (Device, Profile)))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    theirs = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    ours = [registry.info(model).codec.fingerprint for model in (Device, Profile)]
+    assert theirs == ours
