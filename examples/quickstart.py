@@ -1,4 +1,4 @@
-"""A tour of sqlmodel-cache: miss, hit, write, invalidation.
+"""A tour of sqlmodel-cache: explain, miss, hit, write, invalidation, stats.
 
 Runs on SQLite with the embedded in-process cache by default. Point it at real
 servers with DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)
@@ -6,6 +6,7 @@ and REDIS_URL (e.g. redis://127.0.0.1:6379/0).
 """
 
 import os
+from datetime import UTC, datetime
 
 import redis
 from sqlalchemy import event
@@ -22,6 +23,7 @@ class Hero(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
     secret_name: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 def main() -> None:
@@ -34,6 +36,7 @@ def main() -> None:
     SQLModelCache.configure(transport=transport, default_ttl=300, key_prefix="quickstart")
     print(f"database: {engine.url.render_as_string()}")
     print(f"cache:    {type(SQLModelCache.get_config().transport).__name__}")
+    print(SQLModelCache.explain(Hero))  # before any traffic: is it cached, and how?
 
     table = SQLModel.metadata.tables["quickstart_hero"]
     SQLModel.metadata.drop_all(engine, tables=[table])
@@ -70,6 +73,7 @@ def main() -> None:
 
     stats = SQLModelCache.stats()
     print(f"stats: hits={stats.hits} misses={stats.misses} invalidations={stats.invalidations}")
+    print(f"       bypasses={dict(stats.bypasses)} unfilled={dict(stats.unfilled)}")
     SQLModel.metadata.drop_all(engine, tables=[table])
 
 
