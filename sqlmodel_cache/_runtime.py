@@ -338,8 +338,9 @@ class Runtime:
         column = exc.column or "?"
         sql_type = info.column_types.get(column)
         log.warning(
-            "%s rows are not cached: column %s (%r) loaded %s; such gets are answered by the "
-            "database (SQLModelCache.explain(%s) and stats().by_model[%r].unfilled say more)",
+            "%s rows are not cached: column %s (%r) loaded a value with no exact form (%s); "
+            "such gets are answered by the database (SQLModelCache.explain(%s) and "
+            "stats().by_model[%r].unfilled say more)",
             info.name,
             column,
             sql_type,
