@@ -182,10 +182,12 @@ def _fly(
     flight = runtime.flights.lead(key)
     if flight is None:  # another load of this key is under way in this process
         shared = runtime.flights.follow(key)
-        if shared is not None and shared[0].mapper.isa(info.mapper):
+        if shared is not None:
             member, values, positions = shared
-            runtime.stats.hit(info.name)
-            return _hit(session, info, member, thaw(values, positions))
+            relation = info.family.get(member.codec.fingerprint)
+            if relation is not None and _runtime.complete(values, relation[1]):
+                runtime.stats.hit(info.name)
+                return _hit(session, info, relation[0], thaw(values, positions))
         runtime.stats.miss(info.name)
         runtime.stats.unfilled(info.name, "followed")  # the leader had nothing to share
         return state.invoke_statement()

@@ -3,15 +3,17 @@ real Redis: every class of a hierarchy reads one key per row, gets return the ri
 subclass, and a write through any class drops what every other class reads."""
 
 import logging
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import inspect, update
+from sqlalchemy import event, inspect, update
 from sqlalchemy.ext.declarative import ConcreteBase
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlmodel import Session, col
 
-from sqlmodel_cache import CacheConfig, SQLModelCache, _registry
+from sqlmodel_cache import CacheConfig, SQLModelCache, _registry, _runtime
 from sqlmodel_cache._registry import registry
 from sqlmodel_cache.transport import RedisSyncTransport
 
@@ -275,3 +277,42 @@ def test_concrete_inheritance_is_bypassed_loudly_never_raising(
         assert sum("Square is not cached" in r.getMessage() for r in caplog.records) == 1
     finally:
         ConcreteModels.metadata.drop_all(engine)
+
+
+def test_a_follower_never_takes_a_row_missing_columns_its_get_loads(staff, cache, sql):
+    # A get of Manager waits on a concurrent get of Employee, whose row lacks budget.
+    runtime = _runtime.current
+    assert runtime is not None
+    release = threading.Event()
+
+    def hold_the_leader(conn, cursor, statement, *args):
+        if "FROM employee" in statement and threading.current_thread().name == "leader":
+            assert release.wait(10)
+
+    loaded: dict[str, set[str]] = {}
+
+    def get(model, label):
+        with Session(staff) as session:
+            obj = session.get(model, 2)  # held: the identity map alone keeps it weakly
+            loaded[label] = set(inspect(obj).dict)
+
+    leader = threading.Thread(target=get, args=(Employee, "leader"), name="leader")
+    follower = threading.Thread(target=get, args=(Manager, "follower"), name="follower")
+    event.listen(staff, "after_cursor_execute", hold_the_leader)
+    try:
+        sql.clear()
+        leader.start()
+        deadline = time.monotonic() + 10
+        while sql.selects == 0 and time.monotonic() < deadline:  # the leader has sent its SELECT
+            time.sleep(0.001)
+        follower.start()
+        while runtime.flights.following == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert runtime.flights.following == 1
+        release.set()
+        leader.join(10)
+        follower.join(10)
+    finally:
+        event.remove(staff, "after_cursor_execute", hold_the_leader)
+    assert "budget" not in loaded["leader"] and "budget" in loaded["follower"]
+    assert sql.selects == 2
