@@ -239,7 +239,7 @@ class SQLModelCache:
         runtime = _runtime_or_raise()
         values = _identity(info, ident)
         route = registry.route(model)
-        if runtime.enabled and route is not None:
+        if route is not None:  # even with enabled=False: processes with the cache on read it
             writes = Writes()
             writes.add_row(route, values)  # every keyspace this row is cached in
             runtime.invalidate_writes(writes)

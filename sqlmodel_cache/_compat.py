@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 import sqlalchemy
+from sqlalchemy import Table
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.state import InstanceState
@@ -113,6 +114,12 @@ def autoflush(session: Session) -> None:
 # -- mapped classes ------------------------------------------------------------------
 
 
+def bound_to_caller(transaction: Any, conn: Any) -> bool:
+    """Whether a session's transaction runs on a Connection the caller gave it."""
+    entry = transaction._connections.get(conn)
+    return entry is not None and not entry[3]  # (conn, transaction, should_commit, autoclose)
+
+
 def identity_class(mapper: Mapper[Any]) -> type:
     """The class whose name identity keys carry: the hierarchy's base, for inheritance."""
     return mapper._identity_class
@@ -173,3 +180,63 @@ else:  # pragma: no cover - SQLAlchemy 2.0
 
     def result_metadata(name: str) -> SimpleResultMetaData:
         return SimpleResultMetaData([name], _unique_filters=[id])  # type: ignore[call-arg]
+
+
+# -- what a DML statement touches ----------------------------------------------------
+
+UNKNOWN: Any = object()
+
+
+def dml_table(statement: Any) -> Any:
+    """The Table an INSERT/UPDATE/DELETE writes (not an ORM-annotated copy), else None."""
+    table = getattr(statement, "table", None)
+    deannotate = getattr(table, "_deannotate", None)
+    if deannotate is not None:
+        table = deannotate()
+    return table if isinstance(table, Table) else None
+
+
+def upsert_target(statement: Any) -> set[str] | None:
+    """None for a plain INSERT; for an upsert, the column names of its conflict target
+    (an empty set when unknown: ON DUPLICATE KEY, a named constraint)."""
+    clause = getattr(statement, "_post_values_clause", None)
+    if clause is None:
+        return None
+    elements = getattr(clause, "inferred_target_elements", None) or ()
+    names = {getattr(element, "name", element) for element in elements}
+    return {name for name in names if isinstance(name, str)} if names else set()
+
+
+def ignores_conflicts(statement: Any) -> bool:
+    """ON CONFLICT DO NOTHING: a conflicting row is left as it was."""
+    clause = getattr(statement, "_post_values_clause", None)
+    return type(clause).__name__ == "OnConflictDoNothing"
+
+
+def has_prefixes(statement: Any) -> bool:
+    """INSERT OR REPLACE and the like (SQLite, MySQL)."""
+    return bool(getattr(statement, "_prefixes", ()))
+
+
+def bound_value(compiled: Any, bind: Any, params: Any, *, expanding: bool) -> Any:
+    """The value a bound parameter had in one parameter set, or UNKNOWN.
+
+    An expanding (IN) parameter is split by SQLAlchemy into name_1, name_2...
+    before the cursor sees it; a parameter the ORM cloned is found by its key.
+    """
+    name = compiled.bind_names.get(bind)
+    if name is None:
+        name = next((n for n, b in compiled.binds.items() if b.key == bind.key), None)
+        if name is None:
+            return UNKNOWN
+    if name in params:
+        return params[name]
+    if expanding:
+        values: list[Any] = []
+        while f"{name}_{len(values) + 1}" in params:
+            values.append(params[f"{name}_{len(values) + 1}"])
+        if values:
+            return values
+        if isinstance(bind.value, (list, tuple)) and not bind.value:
+            return []  # an empty IN: no row
+    return UNKNOWN

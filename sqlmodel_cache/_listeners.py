@@ -51,6 +51,8 @@ HOOKS = (
     (Session, "after_flush", _writes._after_flush),
     (Session, "after_commit", _writes._after_commit),
     (Session, "after_transaction_end", _writes._after_transaction_end),
+    (Session, "after_begin", _writes._after_begin),
+    (Engine, "before_cursor_execute", _writes._on_cursor_execute),
     (Engine, "begin", _writes._on_begin),
     (Engine, "commit", _writes._on_commit),
     (Engine, "rollback", _writes._on_rollback),

@@ -220,7 +220,7 @@ def _load(
     reason: str | None = None
     if token is None:
         reason = why_not or _runtime.UNAVAILABLE
-    elif writes:
+    elif writes is not None and writes.dirty:
         reason = "transaction_writes"  # it may read its own uncommitted writes
     elif not _fresh_snapshot(state.session, info, mark()):
         reason = "snapshot"

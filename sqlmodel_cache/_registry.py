@@ -21,6 +21,7 @@ defined late (after configure(), after the first queries) are seen.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar, overload
@@ -35,6 +36,7 @@ from ._codec import RowCodec
 from ._config import CacheConfig
 from ._errors import ConfigurationError
 from ._keys import KeyTemplate, loaded_type
+from ._statements import tables_pattern
 
 T = TypeVar("T", bound=type)
 log = logging.getLogger("sqlmodel_cache")
@@ -63,7 +65,9 @@ class Keyspace:
         self.fields = tuple(root.get_property_by_column(col).key for col in self.pk_columns)
         self.template = KeyTemplate(self.name, self.fields)
         mappers = [m for m in root.self_and_descendants if _identity_root(m) is root]
-        self.tables = frozenset(table for m in mappers for table in m.tables)
+        self.tables = frozenset(
+            table for m in mappers for table in m.tables if isinstance(table, sa.Table)
+        )
         self.single = len(mappers) == 1  # no inheritance: entries never hold a subclass
         self.members: dict[str, ModelInfo] = {}  # fingerprint -> cached class of the hierarchy
 
@@ -250,6 +254,8 @@ class Registry:
         self._infos: dict[type, ModelInfo | None] = {}
         self._keyspaces: dict[Mapper[Any], Keyspace] = {}
         self._routes: dict[type, Route | None] = {}
+        self._table_routes: dict[sa.Table, Route | None] = {}
+        self._names: tuple[re.Pattern[str] | None, dict[str, list[sa.Table]]] | None = None
         self._complete = False  # every registered class has its keyspace built
 
     def mapped(self) -> None:
@@ -342,6 +348,49 @@ class Registry:
         with self._lock:
             self._routes[cls] = route
         return route
+
+    def table_route(self, table: sa.Table) -> Route | None:
+        """Where rows of a table are cached (by the table's own primary key); None: nowhere."""
+        try:
+            return self._table_routes[table]
+        except KeyError:
+            pass
+        targets: list[Target] = []
+        for keyspace in self.keyspaces():
+            if table in keyspace.tables:
+                targets.append((keyspace, _table_positions(keyspace, table)))
+        route = Route(None, targets) if targets else None
+        with self._lock:
+            self._table_routes[table] = route
+        return route
+
+    def tables_named(self) -> tuple[re.Pattern[str] | None, dict[str, list[sa.Table]]]:
+        """A pattern finding the name of any table a cached class reads, and those tables
+        by lower-cased name: what textual SQL is searched for."""
+        names = self._names
+        if names is None:
+            tables: dict[str, list[sa.Table]] = {}
+            for keyspace in self.keyspaces():
+                for table in keyspace.tables:
+                    tables.setdefault(table.name.lower(), []).append(table)
+            names = self._names = (tables_pattern(tables), tables)
+        return names
+
+
+def _table_positions(keyspace: Keyspace, table: sa.Table) -> tuple[int, ...] | None:
+    """Where each of the keyspace's key fields is among table's primary-key columns (a
+    joined subclass's table names its key differently: found through its mapper)."""
+    columns = list(table.primary_key.columns)
+    found: dict[str, int] = {}
+    for mapper in keyspace.mapper.self_and_descendants:
+        for index, column in enumerate(columns):
+            try:
+                found.setdefault(mapper.get_property_by_column(column).key, index)
+            except sa.orm.exc.UnmappedColumnError:
+                continue
+    if not all(field in found for field in keyspace.fields):
+        return None
+    return tuple(found[field] for field in keyspace.fields)
 
 
 def _route(mapper: Mapper[Any], keyspaces: Sequence[Keyspace]) -> Route | None:

@@ -1,11 +1,25 @@
-"""Writes: which rows a transaction changed, and their invalidation once it commits.
+"""Writes: what a transaction changed, and its invalidation once it commits.
 
-A session's open transaction keeps a ``Writes`` in ``session.info``: ORM flushes
-and ORM bulk statements add the rows they touch (or a whole model when the rows
-cannot be known). The commit hands it to the runtime; a rollback drops it. A
-session joined to a transaction it does not own (``Session(bind=connection)``)
-cannot see that transaction commit, so its writes move to the connection and are
-invalidated again when the connection's own transaction commits.
+Every statement a connection sends passes ``_on_cursor_execute``: ORM flushes,
+ORM and Core bulk statements, executemany, the bulk helpers, ``text()`` and
+``exec_driver_sql``. A statement that is not a plain read marks its
+transaction **dirty** (it fills nothing from then on: it may read its own
+uncommitted rows), and the rows it may have changed in cached tables are
+recorded (see ``_statements``): by primary key when its WHERE pins them, else
+every entry of the model. ORM flushes also record their rows by identity
+(old and new primary key), and ORM bulk UPDATE/DELETE fetch their keys with
+RETURNING where the dialect takes it.
+
+A session's transaction keeps its ``Writes`` in ``session.info``; each
+connection it uses points to them while the transaction lasts, so statements
+sent on that connection outside the session (``session.connection()``) count
+too. The session's commit hands them to the runtime after the database
+committed; its rollback drops them. A transaction no session owns
+(``engine.begin()``) keeps its writes on the connection: they are deleted when
+it commits, and again once the commit is surely over (when the connection
+begins again or goes back to the pool), since a reader may fill the old row in
+between. A session joined to a caller's transaction (``Session(bind=conn)``)
+hands its writes to that connection, likewise.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from sqlalchemy.engine import Connection, Result
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.base import instance_state
 
-from . import _compat, _runtime
+from . import _compat, _runtime, _statements
 from ._registry import Route, registry
 
 if TYPE_CHECKING:
@@ -26,23 +40,34 @@ if TYPE_CHECKING:
 
 # session.info key of the open transaction's Writes.
 _WRITES = "_sqlmodel_cache_writes"
-# Connection.info keys: when its transaction began (for snapshot checks), the
-# writes of sessions that joined its transaction, and writes to delete again
-# once its commit is over.
+# Connection.info keys (they live as long as the DBAPI connection): when its
+# transaction began (for snapshot checks); the Writes of the session whose
+# transaction it is in; the writes of a transaction no session owns; writes of
+# joined sessions, for the caller's commit; writes to delete again once a
+# commit is over; isolation levels set in SQL (this transaction, the session).
 _BEGAN = "_sqlmodel_cache_began"
+_LINK = "_sqlmodel_cache_session_writes"
+_OWN = "_sqlmodel_cache_connection_writes"
 _DEFERRED = "_sqlmodel_cache_deferred"
 _AFTER_COMMIT = "_sqlmodel_cache_after_commit"
+TRANSACTION_ISOLATION = "_sqlmodel_cache_transaction_isolation"
+SESSION_ISOLATION = "_sqlmodel_cache_session_isolation"
+# Execution option of a statement whose rows the ORM layer recorded itself.
+TRACKED = "_sqlmodel_cache_tracked"
 _sequence = itertools.count(1)
 
 
 class Writes:
-    """Key bodies per keyspace, and keyspaces whose touched rows are unknown (all of them go)."""
+    """Key bodies per keyspace, keyspaces whose touched rows are unknown (all of them go),
+    and whether the transaction sent anything but reads (then it fills nothing)."""
 
-    __slots__ = ("rows", "whole")
+    __slots__ = ("connections", "dirty", "rows", "whole")
 
     def __init__(self) -> None:
         self.rows: dict[Keyspace, set[str]] = {}
         self.whole: set[Keyspace] = set()
+        self.dirty = False
+        self.connections: list[Connection] = []  # those pointing here (see _LINK)
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.whole)
@@ -68,11 +93,13 @@ class Writes:
     def keyspaces(self) -> Iterable[Keyspace]:
         return self.rows.keys() | self.whole
 
-    def merge(self, other: Writes, keyspace: Keyspace) -> None:
-        """Take over other's writes to one keyspace."""
-        if keyspace in other.whole:
-            self.whole.add(keyspace)
-        self.rows.setdefault(keyspace, set()).update(other.rows.get(keyspace, ()))
+    def merge(self, other: Writes, keyspace: Keyspace | None = None) -> None:
+        """Take over other's writes (to one keyspace only, when given)."""
+        for space in [keyspace] if keyspace is not None else list(other.keyspaces()):
+            if space in other.whole:
+                self.whole.add(space)
+            if space in other.rows:
+                self.rows.setdefault(space, set()).update(other.rows[space])
 
 
 def mark() -> int:
@@ -98,43 +125,89 @@ def _writes_in(store: dict[Any, Any], name: str) -> Writes:
     return writes
 
 
-# -- what a transaction writes -------------------------------------------------
+# -- what a transaction writes -------------------------------------------------------
 
 
-def _rows_from_params(writes: Writes, route: Route, params: Any) -> bool:
-    """Record the rows of an executemany whose parameters all name a primary key."""
-    names = route.pk_names
-    if type(params) is not list or not params or names is None:
-        return False
-    if not all(name in row for row in params for name in names):
-        return False
-    for row in params:
-        writes.add_row(route, [row[name] for name in names])
-    return True
+def _on_cursor_execute(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    compiled = context.compiled if context is not None else None
+    if compiled is not None:
+        if compiled.statement.is_select:
+            return
+        if compiled.statement.is_dml and _compat.dml_table(compiled.statement) is not None:
+            targets = _statements.dml_targets(compiled, context.compiled_parameters)
+        elif _statements.is_read(statement):
+            return
+        else:
+            targets = None
+    elif _statements.is_read(statement):
+        return
+    else:
+        targets = None
+    _record(conn, statement, targets, context)
+
+
+def _record(
+    conn: Connection, sql: str, targets: list[_statements.Target] | None, context: Any
+) -> None:
+    """Note a statement that is not a plain read: dirty, rows or tables, isolation."""
+    writes = conn.info.get(_LINK)
+    if writes is None:
+        writes = _writes_in(conn.info, _OWN)
+    writes.dirty = True
+    if targets is None:
+        _note_isolation(conn, sql)
+        pattern, tables = registry.tables_named()
+        targets = [(t, None) for name in _statements.mentioned(sql, pattern) for t in tables[name]]
+    elif context is not None and context.execution_options.get(TRACKED):
+        return  # the ORM layer recorded its rows (with RETURNING)
+    for table, rows in targets:
+        route = registry.table_route(table)
+        if route is None:
+            continue
+        if rows is None:
+            writes.add_all(route)
+        else:
+            for row in rows:
+                writes.add_row(route, row)
+
+
+def _note_isolation(conn: Connection, sql: str) -> None:
+    found = _statements.isolation_set(sql)
+    if found is not None:
+        scope, level = found
+        conn.info[TRANSACTION_ISOLATION if scope == "transaction" else SESSION_ISOLATION] = level
 
 
 def bulk_write(state: ORMExecuteState, route: Route) -> Result[Any] | None:
-    """Run an ORM bulk INSERT/UPDATE/DELETE so that the rows it touched are known."""
-    writes = _writes_in(state.session.info, _WRITES)
-    statement: Any = state.statement
-    params = state.parameters
-    if state.is_insert:
-        # New rows have no entries; only an upsert changes rows that may be cached.
-        if _compat.is_upsert(statement) and not _rows_from_params(writes, route, params):
-            writes.add_all(route)
+    """Run an ORM bulk UPDATE/DELETE with RETURNING so that the rows it touched are known.
+
+    Only a single statement the dialect can add RETURNING to: an executemany
+    (psycopg refuses RETURNING there), an INSERT, or a statement with a RETURNING
+    of its own runs as given, and the connection reads what it can from its WHERE.
+    """
+    if not (state.is_update or state.is_delete) or type(state.parameters) is list:
         return None
-    if state.is_update and _rows_from_params(writes, route, params):
-        return None  # UPDATE by primary key
+    statement: Any = state.statement
     mapper = state.bind_mapper
     assert mapper is not None
     dialect = state.session.get_bind(mapper).dialect
     can_return = dialect.update_returning if state.is_update else dialect.delete_returning
     if _compat.returns_rows(statement) or not can_return:
-        writes.add_all(route)  # the rows cannot be known: every entry of the model goes
         return None
     # return_defaults() fetches the keys by RETURNING without changing what the
     # caller's result holds (rowcount included), as the ORM's own "fetch" does.
-    result: Any = state.invoke_statement(statement=statement.return_defaults(*mapper.primary_key))
+    result: Any = state.invoke_statement(
+        statement=statement.return_defaults(*mapper.primary_key),
+        execution_options={TRACKED: True},
+    )
+    writes = _writes_in(state.session.info, _WRITES)
     rows = result.returned_defaults_rows
     if rows is None:  # no RETURNING after all (a joined subclass's own table, say)
         writes.add_all(route)
@@ -163,19 +236,42 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
     if not registry.models():
         return
     writes = _writes_in(session.info, _WRITES)
+    writes.dirty = True
     _collect(session.new, writes)
     _collect(session.dirty, writes)
     _collect(session.deleted, writes)
 
 
-# -- when it ends ------------------------------------------------------------------
+def _after_begin(session: Session, transaction: SessionTransaction, conn: Connection) -> None:
+    # From now on, what this connection sends belongs to the session's transaction,
+    # unless the connection is a caller's: its transaction stays the caller's.
+    if _compat.bound_to_caller(transaction, conn):
+        return
+    writes = _writes_in(session.info, _WRITES)
+    writes.connections.append(conn)
+    conn.info[_LINK] = writes
+
+
+def _unlink(writes: Writes) -> None:
+    for conn in writes.connections:
+        # A closed connection went back to the pool, which cleared the link.
+        if not conn.closed and conn.info.get(_LINK) is writes:
+            del conn.info[_LINK]
+    writes.connections.clear()
+
+
+# -- when it ends ----------------------------------------------------------------------
 
 
 def _after_commit(session: Session) -> None:
     writes = session.info.pop(_WRITES, None)
-    runtime = _runtime.current
-    if writes is None or runtime is None or not runtime.enabled:
+    if writes is None:
         return
+    _unlink(writes)
+    runtime = _runtime.current
+    if runtime is None or not writes:
+        return
+    # Even with enabled=False: processes that have the cache on must not read stale rows.
     runtime.invalidate_writes(writes)
     for keyspace in writes.keyspaces():
         bind = session.get_bind(keyspace.mapper)
@@ -190,13 +286,15 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     # or close() discards its writes. Savepoints end here too; their rollback
     # keeps the outer transaction's writes, so they are left alone.
     if transaction.parent is None:
-        session.info.pop(_WRITES, None)
+        writes = session.info.pop(_WRITES, None)
+        if writes is not None:
+            _unlink(writes)
 
 
 def _invalidate_again(info: dict[Any, Any]) -> None:
     writes = info.pop(_AFTER_COMMIT, None)
     runtime = _runtime.current
-    if writes is not None and runtime is not None and runtime.enabled:
+    if writes is not None and runtime is not None:
         runtime.invalidate_writes(writes)
 
 
@@ -204,24 +302,39 @@ def _on_begin(conn: Connection) -> None:
     info = conn.info
     if _AFTER_COMMIT in info:
         _invalidate_again(info)
+    info.pop(TRANSACTION_ISOLATION, None)
     info[_BEGAN] = next(_sequence)
 
 
 def _on_commit(conn: Connection) -> None:
-    # Fires just before the database commits a transaction that sessions joined.
-    # A reader may fill an old row between this delete and the commit, so the
-    # keys are deleted again once the connection is next used or returned.
-    writes = conn.info.pop(_DEFERRED, None)
+    # Fires just before the database commits a transaction no session owns (or
+    # that sessions joined). A reader may fill an old row between this delete and
+    # the commit, so the keys are deleted again once the commit is surely over.
+    info = conn.info
+    writes = info.pop(_OWN, None) or Writes()
+    deferred = info.pop(_DEFERRED, None)
+    if deferred is not None:
+        writes.merge(deferred)
+    info.pop(TRANSACTION_ISOLATION, None)
     runtime = _runtime.current
-    if writes is not None and runtime is not None and runtime.enabled:
+    if writes and runtime is not None:
         runtime.invalidate_writes(writes)
-        conn.info[_AFTER_COMMIT] = writes
+        _writes_in(info, _AFTER_COMMIT).merge(writes)
 
 
 def _on_rollback(conn: Connection) -> None:
-    conn.info.pop(_DEFERRED, None)
+    info = conn.info
+    info.pop(_DEFERRED, None)
+    info.pop(_OWN, None)
+    info.pop(TRANSACTION_ISOLATION, None)
 
 
 def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-    if record is not None and _AFTER_COMMIT in record.info:
-        _invalidate_again(record.info)
+    if record is None:
+        return
+    info = record.info
+    if _AFTER_COMMIT in info:
+        _invalidate_again(info)
+    # Whatever a transaction left here did not commit: the pool rolls it back.
+    for key in (_LINK, _OWN, _DEFERRED, TRANSACTION_ISOLATION):
+        info.pop(key, None)

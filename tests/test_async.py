@@ -21,7 +21,7 @@ from sqlmodel_cache import ConfigurationError, SQLModelCache
 from sqlmodel_cache.transport import RedisAsyncTransport
 
 from .conftest import REDIS_URL
-from .heroes import name, seed
+from .heroes import name, seed, write_unseen
 from .models import Hero, Team
 
 # A blocking twin that cannot connect: any use of it from an AsyncSession shows
@@ -77,9 +77,7 @@ def test_async_miss_hit_invalidation_rollback_and_bulk(engine, prefix, redis_cli
             await session.execute(update(Hero).where(col(Hero.id) == 2).values(name="bulk"))
             await session.commit()
         assert await aname(aengine, 2) == "bulk"
-        with Session(engine) as session:  # a write the ORM does not see
-            session.execute(sa.text("UPDATE hero SET name = 'raw' WHERE id = 2"))
-            session.commit()
+        write_unseen(engine, "UPDATE hero SET name = 'raw' WHERE id = 2")  # another program
         await SQLModelCache.ainvalidate(Hero, 2)
         assert await aname(aengine, 2) == "raw"
         await aengine.dispose()

@@ -5,13 +5,14 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
 from sqlmodel_cache import ConfigurationError, SQLModelCache
 
 from .conftest import entries
+from .heroes import write_unseen
 from .models import Author, Book, Disabled, Hero, OrderItem, Plain, Tag, Team
 from .written import Account, now
 
@@ -210,19 +211,24 @@ def test_key_prefix_is_used(engine, cache, prefix):
     assert entries(cache, prefix) == [f"{prefix}:Hero:id=42"]
 
 
-def test_enabled_false_is_a_no_op(engine, redis_client, prefix, sql):
+def test_enabled_false_reads_the_database_but_still_invalidates(engine, redis_client, prefix, sql):
+    # A gradual rollout: processes with the cache off must not leave stale rows
+    # for the processes that have it on.
     from sqlmodel_cache.transport import RedisSyncTransport
 
     SQLModelCache.configure(RedisSyncTransport(redis_client), key_prefix=prefix, enabled=False)
-    add(engine, Hero(id=1, name="a"))
-    redis_client.set(f"{prefix}:Hero:id=1", b"left alone")
+    add(engine, Hero(id=1, name="a"), Hero(id=2, name="b"))
+    for ident in (1, 2):
+        redis_client.set(f"{prefix}:Hero:id={ident}", b"an entry of a process with the cache on")
     sql.clear()
     assert get(engine, Hero, 1).name == "a"
     with Session(engine) as session:
         session.get(Hero, 1).name = "b"
         session.commit()
     assert sql.selects == 2
-    assert redis_client.get(f"{prefix}:Hero:id=1") == b"left alone"
+    assert not redis_client.exists(f"{prefix}:Hero:id=1")
+    SQLModelCache.invalidate(Hero, 2)
+    assert not redis_client.exists(f"{prefix}:Hero:id=2")
 
 
 def test_models_that_are_not_cached_pass_through(engine, cache, sql, prefix):
@@ -275,8 +281,7 @@ def test_invalidate_by_scalar_tuple_and_dict(engine, cache, prefix):
     add(engine, Hero(id=1, name="a"), OrderItem(order_id=1, product_id=2))
     get(engine, Hero, 1)
     get(engine, OrderItem, (1, 2))
-    with engine.begin() as conn:  # a write the ORM does not see
-        conn.execute(update(Hero).where(col(Hero.id) == 1).values(name="raw"))
+    write_unseen(engine, "UPDATE hero SET name = 'raw' WHERE id = 1")  # another program
     assert get(engine, Hero, 1).name == "a"  # stale until told
     SQLModelCache.invalidate(Hero, 1)
     assert get(engine, Hero, 1).name == "raw"

@@ -13,7 +13,7 @@ from sqlmodel_cache._codec import RowCodec
 from sqlmodel_cache._registry import registry
 
 from .conftest import entries
-from .heroes import name, seed
+from .heroes import name, seed, write_unseen
 from .models import Hero, Tag
 
 
@@ -98,16 +98,23 @@ def test_every_get_of_a_session_fills_when_each_read_sees_the_latest_commit(engi
 
 
 @sqlite_only
-def test_sqlite_reads_after_an_unseen_write_fill_nothing(engine, cache, prefix):
-    seed(engine, (1, "a"), (2, "b"))
+def test_sqlite_reads_after_a_write_fill_nothing(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"), (3, "c"))
     with Session(engine) as session:
         session.get(Hero, 1)  # fills: no transaction open yet
         session.execute(text("UPDATE hero SET name = 'uncommitted' WHERE id = 2"))
         assert session.get(Hero, 2).name == "uncommitted"  # its own write: not stored
         session.rollback()
+    with Session(engine) as session:
+        raw = session.connection().connection.dbapi_connection
+        assert raw is not None
+        raw.execute("UPDATE hero SET name = 'unseen' WHERE id = 3")  # no event sees it
+        assert session.get(Hero, 3).name == "unseen"  # the driver is in a transaction now
+        session.rollback()
     assert entries(cache, prefix) == [key(prefix, 1)]
-    assert name(engine, 2) == "b"
-    assert SQLModelCache.stats().by_model["Hero"].unfilled == {"snapshot": 1}
+    assert (name(engine, 2), name(engine, 3)) == ("b", "c")
+    stats = SQLModelCache.stats().by_model["Hero"]
+    assert (stats.bypasses, stats.unfilled) == ({"own_write": 1}, {"snapshot": 1})
 
 
 @sqlite_only
@@ -187,10 +194,10 @@ def test_upserts_invalidate_the_rows_they_change(engine, cache, prefix, many):
     with Session(engine) as session:
         if many:  # the parameters name the rows
             session.execute(statement, [{"id": 1, "name": "up"}, {"id": 9, "name": "new"}])
-        else:  # they do not: every Hero entry goes
+        else:
             session.execute(statement.values(id=1, name="up"))
         session.commit()
-    assert entries(cache, prefix) == ([key(prefix, 2)] if many else [])
+    assert entries(cache, prefix) == [key(prefix, 2)]  # the conflict target is the key
     assert (name(engine, 1), name(engine, 2)) == ("up", "b")
 
 
@@ -213,7 +220,7 @@ def test_bulk_rollback_leaves_the_cache_alone(engine, cache, prefix):
     assert entries(cache, prefix) == [key(prefix, 1)]
 
 
-def test_bulk_statement_with_its_own_returning_drops_the_whole_model(engine, cache, prefix):
+def test_a_bulk_statement_with_its_own_returning_keeps_its_result(engine, cache, prefix):
     seed(engine, (1, "a"), (2, "b"))
     warm(engine, 1, 2)
     with Session(engine) as session:
@@ -223,17 +230,25 @@ def test_bulk_statement_with_its_own_returning_drops_the_whole_model(engine, cac
         ).all()
         assert [tuple(r) for r in rows] == [("r",)]
         session.commit()
-    assert entries(cache, prefix) == []
+    assert entries(cache, prefix) == [key(prefix, 2)]  # its WHERE names the row
     assert (name(engine, 1), name(engine, 2)) == ("r", "b")
 
 
-def test_text_sql_needs_the_manual_path(engine, cache):
-    seed(engine, (1, "a"))
-    warm(engine, 1)
+def test_text_sql_drops_every_entry_of_the_tables_it_names(engine, cache, prefix):
+    seed(engine, (1, "a"), (2, "b"))
+    warm(engine, 1, 2)
     with Session(engine) as session:
         session.execute(text("UPDATE hero SET name = 'raw' WHERE id = 1"))
         session.commit()
-    assert name(engine, 1) == "a"  # invisible to the ORM
+    assert entries(cache, prefix) == []
+    assert name(engine, 1) == "raw"
+
+
+def test_writes_no_connection_sees_need_the_manual_path(engine, cache):
+    seed(engine, (1, "a"))
+    warm(engine, 1)
+    write_unseen(engine, "UPDATE hero SET name = 'raw' WHERE id = 1")  # another program
+    assert name(engine, 1) == "a"  # stale until told
     SQLModelCache.invalidate(Hero, 1)
     assert name(engine, 1) == "raw"
 
