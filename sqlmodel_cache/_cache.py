@@ -167,8 +167,14 @@ class SQLModelCache:
         l1: bool | L1Config = False,
         breaker: BreakerConfig | None = BreakerConfig(),  # noqa: B008 - frozen, so shared safely
         max_entry_bytes: int = 1 << 20,
+        snapshot_isolation: bool = False,
     ) -> None:
-        """Set up the cache once at startup; ``transport=None`` keeps entries in process."""
+        """Set up the cache once at startup; ``transport=None`` keeps entries in process.
+
+        ``snapshot_isolation=True`` also serves gets in REPEATABLE READ and SERIALIZABLE
+        transactions of a server database (by default they go to the database): a hit
+        may then be newer than the transaction's snapshot and takes no predicate lock.
+        """
         if _runtime.current is not None:
             raise ConfigurationError(
                 "SQLModelCache is already configured: call SQLModelCache.reset() before "
@@ -193,8 +199,19 @@ class SQLModelCache:
             raise ConfigurationError(
                 f"max_entry_bytes must be a positive int, got {max_entry_bytes!r}"
             )
+        if type(snapshot_isolation) is not bool:
+            raise ConfigurationError(
+                f"snapshot_isolation must be True or False, got {snapshot_isolation!r}"
+            )
         settings = Settings(
-            transport, default_ttl, key_prefix, enabled, l1_config, breaker, max_entry_bytes
+            transport,
+            default_ttl,
+            key_prefix,
+            enabled,
+            l1_config,
+            breaker,
+            max_entry_bytes,
+            snapshot_isolation,
         )
         origin = uuid.uuid4().hex  # names this process's messages on the invalidation channel
         wanted = any((registry.config(cls) or CacheConfig()).l1 for cls in registry.models())

@@ -114,6 +114,16 @@ def autoflush(session: Session) -> None:
 # -- mapped classes ------------------------------------------------------------------
 
 
+def open_connection(session: Session, bind: Any) -> Any:
+    """The Connection the session's transaction already holds for bind, else None
+    (asking session.connection() would begin a transaction and check one out)."""
+    transaction = session.get_transaction()
+    if transaction is None:
+        return None
+    entry = transaction._connections.get(bind)
+    return None if entry is None else entry[0]
+
+
 def bound_to_caller(transaction: Any, conn: Any) -> bool:
     """Whether a session's transaction runs on a Connection the caller gave it."""
     entry = transaction._connections.get(conn)

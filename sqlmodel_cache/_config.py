@@ -81,3 +81,4 @@ class Settings:
     l1: L1Config | None = None
     breaker: BreakerConfig = BreakerConfig()
     max_entry_bytes: int = 1 << 20
+    snapshot_isolation: bool = False

@@ -9,6 +9,7 @@ writes are tracked and invalidated by ``_writes``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import event
@@ -18,6 +19,8 @@ from sqlalchemy.pool import Pool
 
 from . import _reads, _runtime, _writes
 from ._registry import registry
+
+log = logging.getLogger("sqlmodel_cache")
 
 
 def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
@@ -30,6 +33,8 @@ def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
         if reason is None and info.problem is not None:
             reason = "unsupported_mapping"
         if reason is None:
+            reason = _hook_after_ours(state)
+        if reason is None:
             return _reads.serve(state, info)
         runtime = _runtime.current
         if reason is not _reads.NOT_A_GET and runtime is not None:
@@ -41,6 +46,35 @@ def _on_execute(state: ORMExecuteState) -> Result[Any] | None:
         if route is not None and _runtime.current is not None:
             return _writes.bulk_write(state, route)
     return None
+
+
+_warned_hooks: set[str] = set()
+
+
+def _hook_after_ours(state: ORMExecuteState) -> str | None:
+    """A do_orm_execute hook that runs after ours, as a bypass reason (else None).
+
+    Returning a hit skips the hooks after ours, and such a hook may be the one
+    that adds a tenant's criteria: serving would hand out another tenant's row.
+    """
+    hooks = state.session.dispatch.do_orm_execute
+    if len(hooks) == 1:
+        return None
+    later = list(hooks)
+    later = later[later.index(_on_execute) + 1 :] if _on_execute in later else []
+    if not later:
+        return None
+    name = f"{later[0].__module__}.{later[0].__qualname__}"
+    if name not in _warned_hooks:
+        _warned_hooks.add(name)
+        log.warning(
+            "the do_orm_execute hook %s runs after sqlmodel-cache's, so a cache hit would "
+            "skip it: gets go to the database while it is there. Register it to run first "
+            "(event.listen(Session, 'do_orm_execute', hook, insert=True)); the cache then "
+            "sees what it does to each statement",
+            name,
+        )
+    return f"hook_after:{name}"
 
 
 # Attached once, at import, to the base classes: every Session (the one inside

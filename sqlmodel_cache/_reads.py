@@ -23,7 +23,14 @@ from ._codec import ABSENT, mutable_positions, thaw
 from ._config import check_ttl
 from ._errors import ConfigurationError
 from ._registry import ModelInfo
-from ._writes import Writes, began_after, mark, writes_of
+from ._writes import (
+    SESSION_ISOLATION,
+    TRANSACTION_ISOLATION,
+    Writes,
+    began_after,
+    mark,
+    writes_of,
+)
 
 # Isolation levels whose every statement sees all rows committed before it.
 _PER_STATEMENT = frozenset({"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"})
@@ -140,22 +147,66 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
 def _session_reason(
     state: ORMExecuteState, info: ModelInfo, runtime: _runtime.Runtime
 ) -> str | None:
-    """Why this get may not use the cache, given the configuration, call, session and engine."""
+    """Why this get may not use the cache, given the configuration, the call, the session,
+    its connection, the engine and the isolation level."""
     if not (runtime.enabled and info.config.enabled):
         return "disabled"
     if not _cache_option(state.execution_options):
         return "cache_option"
-    bind = state.session.get_bind(info.mapper)
+    session = state.session
+    bind = session.get_bind(info.mapper)
     if isinstance(bind, Connection):
         # A session on a caller's connection may share an outer transaction whose
         # writes it cannot see committed or rolled back.
         return "outer_connection"
-    options = bind.get_execution_options()
+    conn = _compat.open_connection(session, bind)
+    options = (conn if conn is not None else bind).get_execution_options()
     if not _cache_option(options):
         return "cache_option"
-    # An engine with options (schema_translate_map, tenant hints) may read other
-    # rows under one key.
-    return _foreign_option(options)
+    # An engine or connection with options (schema_translate_map, tenant hints) may
+    # read other rows under one key.
+    reason = _foreign_option(options)
+    if reason is not None:
+        return reason
+    if not runtime.snapshot_isolation and _snapshot_isolated(session, info, bind, conn):
+        # A hit would skip the transaction's snapshot and its predicate locks.
+        return "isolation"
+    return None
+
+
+_SNAPSHOT_LEVELS = frozenset({"REPEATABLE READ", "SERIALIZABLE", "SNAPSHOT"})
+
+
+def isolation_level(conn: Connection) -> str | None:
+    """The isolation level conn's transaction runs at, as far as SQLAlchemy has seen it:
+    set in SQL for this transaction, as an execution option, in SQL for the session, or
+    the database's default."""
+    info = conn.info
+    return (
+        info.get(TRANSACTION_ISOLATION)
+        or conn.get_execution_options().get("isolation_level")
+        or info.get(SESSION_ISOLATION)
+        or conn.default_isolation_level
+    )
+
+
+def _snapshot_isolated(
+    session: Session, info: ModelInfo, bind: Any, conn: Connection | None
+) -> bool:
+    """Whether the get runs in a REPEATABLE READ / SERIALIZABLE transaction of a server
+    database (SQLite's SERIALIZABLE serializes writers, and reads run outside a
+    transaction until the first write: no skew a hit could cause)."""
+    dialect = bind.dialect
+    if dialect.name == "sqlite":
+        return False
+    if conn is not None:
+        level = isolation_level(conn)
+    else:
+        level = bind.get_execution_options().get("isolation_level")
+        level = level or getattr(dialect, "default_isolation_level", None)  # set on connect
+        if level is None:  # the engine never connected: its default is not known yet
+            level = isolation_level(session.connection(bind_arguments={"mapper": info.mapper}))
+    return level in _SNAPSHOT_LEVELS
 
 
 Shared = tuple[ModelInfo, list[Any], tuple[int, ...]]  # a row for other readers
@@ -256,8 +307,7 @@ def _fresh_snapshot(session: Session, info: ModelInfo, point: int) -> bool:
     the first write; psycopg and asyncpg start one with the first statement).
     """
     conn = session.connection(bind_arguments={"mapper": info.mapper})
-    level = conn.get_execution_options().get("isolation_level") or conn.default_isolation_level
-    if level in _PER_STATEMENT or began_after(conn, point):
+    if isolation_level(conn) in _PER_STATEMENT or began_after(conn, point):
         return True
     probe = _IN_TRANSACTION.get(conn.dialect.driver)
     return probe is not None and not probe(conn.connection.driver_connection)

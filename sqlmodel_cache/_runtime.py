@@ -91,6 +91,7 @@ class Runtime:
         self.prefix = settings.key_prefix + ":"
         self.default_ttl = settings.default_ttl
         self.enabled = settings.enabled
+        self.snapshot_isolation = settings.snapshot_isolation
         self.max_entry_bytes = settings.max_entry_bytes
         self.stats = Stats()
         self.flights = Flights()

@@ -118,6 +118,15 @@ def cache(redis_client: redis.Redis, prefix: str) -> Iterator[redis.Redis]:
     yield redis_client
 
 
+@pytest.fixture
+def snapshot_cache(redis_client: redis.Redis, prefix: str) -> Iterator[redis.Redis]:
+    """`cache`, also serving REPEATABLE READ and SERIALIZABLE transactions."""
+    SQLModelCache.configure(
+        transport=RedisSyncTransport(redis_client), key_prefix=prefix, snapshot_isolation=True
+    )
+    yield redis_client
+
+
 def entries(client: redis.Redis, prefix: str) -> list[str]:
     """The keys under prefix that hold a value (not a reader's lease)."""
     found = []

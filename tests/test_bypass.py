@@ -188,7 +188,7 @@ def test_a_lease_held_elsewhere_and_a_lease_lost_to_a_commit_are_counted(engine,
 
 
 @pg_only
-def test_a_snapshot_older_than_the_lease_is_counted(engine, cache):
+def test_a_snapshot_older_than_the_lease_is_counted(engine, snapshot_cache):
     seed(engine, (1, "a"), (2, "b"))
     repeatable = engine.execution_options(isolation_level="REPEATABLE READ")
     with Session(repeatable) as session:

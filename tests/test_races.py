@@ -103,7 +103,7 @@ def repeatable_read(engine) -> Iterator[sa.Engine]:
     rr.dispose()
 
 
-def test_no_fill_from_a_snapshot_older_than_the_lease(engine, repeatable_read, cache):
+def test_no_fill_from_a_snapshot_older_than_the_lease(engine, repeatable_read, snapshot_cache):
     _seed(engine, h1="old")
     with Session(engine) as session:
         session.add(Plain(id=1))
@@ -117,7 +117,7 @@ def test_no_fill_from_a_snapshot_older_than_the_lease(engine, repeatable_read, c
 
 
 def test_snapshot_isolation_still_fills_when_the_get_starts_the_transaction(
-    engine, repeatable_read, cache
+    engine, repeatable_read, snapshot_cache
 ):
     _seed(engine, h1="old")
     with Session(repeatable_read) as session:
@@ -126,7 +126,7 @@ def test_snapshot_isolation_still_fills_when_the_get_starts_the_transaction(
 
 
 def test_snapshot_isolation_fills_when_the_get_is_the_first_statement(
-    engine, repeatable_read, cache
+    engine, repeatable_read, snapshot_cache
 ):
     _seed(engine, h1="old")
     with Session(repeatable_read) as session:
