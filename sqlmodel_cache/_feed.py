@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._l1 import L1
@@ -54,6 +54,8 @@ class Feed:
         self.channel = channel
         self._l1 = l1
         self.origin = origin
+        # Told of every invalidation another process sends, before L1 drops it.
+        self.listeners: list[Callable[[list[str], list[str]], None]] = []
         self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -108,5 +110,7 @@ class Feed:
         if message["type"] == "message":
             origin, keys, prefixes = parse(message["data"])
             if origin != self.origin:
+                for listener in self.listeners:
+                    listener(keys, prefixes)
                 self._l1.drop(keys, prefixes)
         return False

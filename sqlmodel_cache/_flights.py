@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -20,12 +21,14 @@ _WAIT = 2.0  # seconds a follower waits before reading the database itself
 
 
 class Flight:
-    """One leader's load; a future exists only once somebody follows it."""
+    """One leader's load; a future exists only once somebody follows it. A flight turns
+    stale when its key is invalidated while it flies: its row may predate that."""
 
-    __slots__ = ("future",)
+    __slots__ = ("future", "stale")
 
     def __init__(self) -> None:
         self.future: Future[Any] | None = None
+        self.stale = False
 
 
 class Flights:
@@ -37,9 +40,10 @@ class Flights:
     def lead(self, key: str) -> Flight | None:
         """A flight to finish when this caller leads the key's load, or None to follow."""
         with self._lock:
-            if key in self._flying:
+            current = self._flying.get(key)
+            if current is not None and not current.stale:
                 return None
-            flight = self._flying[key] = Flight()
+            flight = self._flying[key] = Flight()  # a stale flight is left to its leader
             return flight
 
     def finish(self, key: str, flight: Flight, values: Any) -> None:
@@ -48,14 +52,31 @@ class Flights:
             if self._flying.get(key) is flight:
                 del self._flying[key]
             future = flight.future
+            if flight.stale:
+                values = None
         if future is not None:
             future.set_result(values)
 
+    def invalidated(self, keys: Iterable[str], prefixes: Iterable[str] = ()) -> None:
+        """Keys were invalidated: rows loaded before are not to be shared any more."""
+        with self._lock:
+            if not self._flying:
+                return
+            for key in keys:
+                flight = self._flying.get(key)
+                if flight is not None:
+                    flight.stale = True
+            for prefix in prefixes:
+                for key, flight in self._flying.items():
+                    if key.startswith(prefix):
+                        flight.stale = True
+
     def follow(self, key: str) -> Any:
-        """The leader's row, or None when there is none (or no leader any more)."""
+        """The leader's row, or None when there is none (or no leader any more), or when
+        the key was invalidated while the leader read it."""
         with self._lock:
             flight = self._flying.get(key)
-            if flight is None:
+            if flight is None or flight.stale:
                 return None
             if flight.future is None:
                 flight.future = Future()
@@ -63,10 +84,12 @@ class Flights:
             self.following += 1
         try:
             if in_greenlet():
-                return await_only(asyncio.wait_for(asyncio.wrap_future(future), _WAIT))
-            return future.result(_WAIT)
+                shared = await_only(asyncio.wait_for(asyncio.wrap_future(future), _WAIT))
+            else:
+                shared = future.result(_WAIT)
         except TimeoutError:  # the leader is slow: read the database instead
             return None
         finally:
             with self._lock:
                 self.following -= 1
+        return None if flight.stale else shared

@@ -102,6 +102,8 @@ class Runtime:
         # (a model with CacheConfig(l1=True) declared after configure(l1=False), say).
         self._make_tiers = make_tiers if l1 is None else None
         self._tiers_lock = threading.Lock()
+        if feed is not None:  # other processes' commits, too
+            feed.listeners.append(self.flights.invalidated)
         self.breaker = Breaker(settings.breaker.failures, settings.breaker.cooldown)
         self.pending = Pending()
         self._blind_until = 0.0  # no reads before this (lost invalidations, no way to drop all)
@@ -134,6 +136,8 @@ class Runtime:
                 if self._make_tiers is not None:
                     self.l1, self.feed = self._make_tiers()
                     self._make_tiers = None
+                    if self.feed is not None:
+                        self.feed.listeners.append(self.flights.invalidated)
         tier = self._l1_models[info] = self.l1 if wanted else None
         return tier
 
@@ -390,12 +394,14 @@ class Runtime:
                         info.name,
                         type(self.transport).__name__,
                     )
+                self.flights.invalidated((), [prefix])
                 if self.l1 is not None:
                     self.l1.drop((), [prefix])
                 continue
             self._invalidate([info.name], [], (prefix,))
 
     def _invalidate(self, names: list[str], keys: list[str], prefixes: tuple[str, ...]) -> None:
+        self.flights.invalidated(keys, prefixes)  # no reader may take a row loaded before
         if not self._ready():
             self.pending.add(keys, prefixes)  # delivered before the next read or fill
         else:

@@ -7,18 +7,21 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import Session
 
-from sqlmodel_cache import SQLModelCache
+from sqlmodel_cache import SQLModelCache, _runtime
 from sqlmodel_cache._registry import registry
 from sqlmodel_cache.transport import RedisSyncTransport
 
 from .conftest import PG_URL
 from .models import Hero, Plain
+
+HERO: Any = Hero.__table__  # type: ignore[attr-defined]
 
 pytestmark = pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
 
@@ -191,3 +194,61 @@ def test_soak_concurrent_reads_and_writes_leave_no_stale_entry(engine, cache, pr
     )
     assert stale == []
     assert hits > 0
+
+
+class HoldingTransport(RedisSyncTransport):
+    """Holds the thread named "leader" right after its fill succeeded."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.filled, self.go_on = threading.Event(), threading.Event()
+
+    def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
+        stored = super().fill(key, token, value, ttl)
+        if threading.current_thread().name == "leader":
+            self.filled.set()
+            assert self.go_on.wait(10)
+        return stored
+
+
+@pytest.mark.parametrize("follower_arrives", ["before the commit", "after the commit"])
+def test_a_follower_never_takes_a_row_read_before_an_invalidation(
+    engine, redis_client, prefix, follower_arrives, monkeypatch
+):
+    # The leader read and stored the old row; a commit invalidates it before the
+    # leader hands the row to its followers.
+    _seed(engine, h1="old")
+    transport = HoldingTransport(redis_client)
+    SQLModelCache.configure(transport, key_prefix=prefix)
+    runtime = _runtime.current
+    assert runtime is not None
+    followed: list[str] = []
+    follow = runtime.flights.follow
+
+    def recorded_follow(key: str) -> Any:
+        followed.append(key)
+        return follow(key)
+
+    monkeypatch.setattr(runtime.flights, "follow", recorded_follow)
+    got: dict[str, str] = {}
+    leader = threading.Thread(target=lambda: got.update(leader=_name(engine, 1)), name="leader")
+    follower = threading.Thread(target=lambda: got.update(follower=_name(engine, 1)))
+    leader.start()
+    assert transport.filled.wait(10)
+    if follower_arrives == "before the commit":
+        follower.start()
+        deadline = time.monotonic() + 10
+        while runtime.flights.following == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert runtime.flights.following == 1
+    with engine.begin() as conn:  # a commit in this process: invalidates Hero 1
+        conn.execute(sa.update(HERO).where(HERO.c.id == 1).values(name="new"))
+    if follower_arrives == "after the commit":
+        follower.start()
+        follower.join(10)  # done without waiting for the leader: it did not follow
+        assert not follower.is_alive() and followed == []
+    transport.go_on.set()
+    leader.join(10)
+    follower.join(10)
+    assert got == {"leader": "old", "follower": "new"}
+    assert _name(engine, 1) == "new"
