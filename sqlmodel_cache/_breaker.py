@@ -28,12 +28,15 @@ class Breaker:
         self.state = CLOSED
 
     def allow(self) -> bool:
-        """Whether to call the cache now."""
+        """Whether to call the cache now; a caller let through must report how its call
+        went (success() or failure()). A probe that never reports is replaced by another
+        after a cool-down, so the breaker cannot stay half-open."""
         if self.state is CLOSED:
             return True
         with self._lock:
-            if self.state is OPEN and self._timer() - self._opened_at >= self._cooldown:
+            if self._timer() - self._opened_at >= self._cooldown:
                 self.state = HALF_OPEN  # this caller is the probe; the others wait
+                self._opened_at = self._timer()
                 return True
             return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import logging
 import sys
@@ -151,6 +152,15 @@ def _identity(info: ModelInfo, ident: Any) -> Sequence[Any]:
 
 
 log = logging.getLogger("sqlmodel_cache")
+
+
+@atexit.register
+def _deliver_before_exit() -> None:
+    # Invalidations still waiting when the process ends would leave old rows in
+    # Redis until their TTL: one last attempt (bounded by the client's timeouts).
+    runtime = _runtime.current
+    if runtime is not None:
+        runtime.deliver_before_exit()
 
 
 class SQLModelCache:

@@ -30,12 +30,18 @@ class Pending:
             self.waiting = True
 
     def take(self) -> tuple[list[str], list[str], bool]:
-        """Everything pending (keys, prefixes, all), now owned by the caller."""
+        """Everything pending (keys, prefixes, all), now owned by the caller, who calls
+        done() once delivered (or restore() when the delivery failed): until then
+        ``waiting`` stays true, so no reader takes the cache for clean."""
         with self._lock:
             taken = list(self._keys), list(self._prefixes), self._everything
             self._keys, self._prefixes, self._everything = set(), set(), False
-            self.waiting = False
             return taken
+
+    def done(self) -> None:
+        """A delivery succeeded: nothing waits unless more arrived meanwhile."""
+        with self._lock:
+            self.waiting = bool(self._keys or self._prefixes or self._everything)
 
     def restore(self, keys: list[str], prefixes: list[str], everything: bool) -> None:
         """Put back what a failed delivery took."""

@@ -106,6 +106,7 @@ class Runtime:
             feed.listeners.append(self.flights.invalidated)
         self.breaker = Breaker(settings.breaker.failures, settings.breaker.cooldown)
         self.pending = Pending()
+        self._delivering = threading.Lock()
         self._blind_until = 0.0  # no reads before this (lost invalidations, no way to drop all)
         self._longest_ttl = settings.default_ttl
         self._l1_models: dict[ModelInfo, L1 | None] = {}
@@ -150,12 +151,17 @@ class Runtime:
             log.warning("cache %s failed, the database answers instead: %r", action, exc)
 
     def _ready(self) -> bool:
-        """Whether the transport may be called now."""
+        """Whether the transport may be called now. A true answer may make the caller the
+        breaker's probe: it must then call the transport and report how that went."""
+        if self._blind_until and not self._sight_back():
+            return False
+        if self._delivering.locked():
+            return False  # invalidations are on their way: L2 may still hold their rows
         if not self.breaker.allow():
             return False
         if self.pending.waiting and not self._deliver_pending():
             return False
-        return not self._blind_until or self._sight_back()
+        return not self._blind_until
 
     def _sight_back(self) -> bool:
         """Whether the blind spell after lost invalidations is over."""
@@ -164,22 +170,42 @@ class Runtime:
         self._blind_until = 0.0
         return True
 
-    def _deliver_pending(self) -> bool:
-        keys, prefixes, everything = self.pending.take()
-        if everything:
-            keys, prefixes = [], [self.prefix]
-        if prefixes and self._delete_model is None:
-            # Nothing can drop those entries: stop reading until they have expired.
-            self._blind_until = time.monotonic() + self._longest_ttl
-            prefixes = []
-        try:
-            self._send(keys, prefixes)
-        except Exception as exc:  # noqa: BLE001
-            self.pending.restore(keys, prefixes, everything)
-            self._failed("invalidate", None, exc)
+    def _deliver_pending(self, *, wait: bool = False) -> bool:
+        """Deliver the invalidations that failed before; True when none is left waiting.
+
+        Meanwhile readers do not use the cache (they go to the database): L2 may
+        still hold the rows. Once delivered, L1 and the flights in progress drop
+        them too, so a row read from L2 during the delivery is never kept.
+        """
+        if not self._delivering.acquire(blocking=wait):
             return False
-        self.breaker.success()
-        return True
+        try:
+            keys, prefixes, everything = self.pending.take()
+            if everything:
+                keys, prefixes = [], [self.prefix]
+            if prefixes and self._delete_model is None:
+                # Nothing can drop those entries: stop reading until they have expired.
+                self._blind_until = time.monotonic() + self._longest_ttl
+                prefixes = []
+            try:
+                self._send(keys, prefixes)
+            except Exception as exc:  # noqa: BLE001
+                self.pending.restore(keys, prefixes, everything)
+                self._failed("invalidate", None, exc)
+                return False
+            self.breaker.success()
+            self.flights.invalidated(keys, prefixes)
+            if self.l1 is not None:
+                self.l1.drop(keys, prefixes)
+            self.pending.done()
+            return True
+        finally:
+            self._delivering.release()
+
+    def deliver_before_exit(self) -> None:
+        """One attempt at the invalidations still waiting, whatever the breaker says."""
+        if self.pending.waiting:
+            self._deliver_pending(wait=True)
 
     def _send(self, keys: Sequence[str], prefixes: Sequence[str]) -> None:
         """Delete keys and prefixes in L2 and tell the other processes."""
@@ -362,6 +388,8 @@ class Runtime:
             self.transport.release(key, token)
         except Exception as exc:  # noqa: BLE001
             self._failed("release", info.name, exc)
+        else:
+            self.breaker.success()  # this call may have been the breaker's probe
 
     # -- invalidation -------------------------------------------------------------
 

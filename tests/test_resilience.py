@@ -4,9 +4,12 @@ leads to a stale read. Real Redis behind a TCP proxy; the breaker on a fake cloc
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,13 +21,16 @@ from sqlmodel import Session
 from sqlmodel_cache import BreakerConfig, SQLModelCache
 from sqlmodel_cache._breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from sqlmodel_cache._pending import Pending
-from sqlmodel_cache.transport import RedisSyncTransport
+from sqlmodel_cache._registry import registry
+from sqlmodel_cache.transport import MemoryTransport, RedisSyncTransport
 
 from ._proxy import Proxy
 from .conftest import entries
 from .heroes import name, rename, seed
+from .models import Hero
 
 TIMEOUT = 0.25
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def client_for(port: int) -> redis.Redis:
@@ -86,11 +92,64 @@ def test_pending_is_bounded_but_never_forgets():
     pending = Pending(limit=3)
     pending.add(["a", "b"])
     pending.add(["c"], ("p:",))
-    assert pending.take() == (["a", "b", "c"], ["p:"], False) or pending.waiting is False
-    pending.add(["a", "b", "c", "d"])  # past the limit: everything must go
     keys, prefixes, everything = pending.take()
-    assert (keys, prefixes, everything) == ([], [], True)
+    assert (sorted(keys), prefixes, everything) == (["a", "b", "c"], ["p:"], False)
+    assert pending.waiting  # until the delivery says it is done
+    pending.done()
     assert not pending.waiting
+    pending.add(["a", "b", "c", "d"])  # past the limit: everything must go
+    assert pending.take() == ([], [], True)
+    pending.add(["e"])  # arrived during the delivery
+    pending.done()
+    assert pending.waiting and pending.take() == (["e"], [], False)
+
+
+def test_a_probe_that_never_reports_is_replaced():
+    clock = Clock()
+    breaker = Breaker(failures=1, cooldown=5, timer=clock)
+    breaker.failure()
+    clock.now = 5.0
+    assert breaker.allow() and breaker.state is HALF_OPEN  # a probe that goes silent
+    clock.now = 9.9
+    assert not breaker.allow()
+    clock.now = 10.0
+    assert breaker.allow()  # another probe
+    breaker.success()
+    assert breaker.state is CLOSED
+
+
+def _runtime_with_clock() -> tuple[Any, Clock]:
+    from sqlmodel_cache import _runtime
+
+    SQLModelCache.configure(MemoryTransport(), breaker=BreakerConfig(failures=1, cooldown=5))
+    runtime = _runtime.current
+    assert runtime is not None
+    clock = Clock()
+    runtime.breaker = Breaker(failures=1, cooldown=5, timer=clock)
+    return runtime, clock
+
+
+def test_a_lease_release_that_probes_closes_the_breaker():
+    runtime, clock = _runtime_with_clock()
+    info = registry.info(Hero)
+    assert info is not None
+    _, token = runtime.transport.lease("sqlmodelcache:Hero:id=1")
+    runtime.breaker.failure()
+    assert runtime.breaker.state == "open"
+    clock.now = 5.0
+    runtime.release(info, "sqlmodelcache:Hero:id=1", token)  # the first call after the cool-down
+    assert runtime.breaker.state == "closed"
+
+
+def test_a_blind_spell_never_leaves_the_breaker_half_open():
+    runtime, clock = _runtime_with_clock()
+    runtime.breaker.failure()
+    runtime._blind_until = time.monotonic() + 3600  # lost invalidations, no delete_model
+    clock.now = 5.0
+    assert not runtime._ready()
+    assert runtime.breaker.state == "open"  # no probe was spent on a call never made
+    runtime._blind_until = 0.0
+    assert runtime._ready() and runtime.breaker.state == "half-open"
 
 
 # -- real Redis behind a proxy --------------------------------------------------------
@@ -343,3 +402,87 @@ def test_too_many_lost_invalidations_without_delete_model_stop_reads(engine):
     assert [name(engine, i) for i in (1, 2, 3)] == ["new1", "new2", "new3"]
     assert [name(engine, i) for i in (1, 2, 3)] == ["new1", "new2", "new3"]
     assert len(transport.store) == 3
+
+
+class GatedMemory(MemoryTransport):
+    """An in-process store whose deletes can fail, or wait at a gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.gate: threading.Event | None = None
+        self.at_gate = threading.Event()
+
+    def delete(self, *keys: str) -> None:
+        if self.down:
+            raise ConnectionError("down")
+        if self.gate is not None:
+            self.at_gate.set()
+            assert self.gate.wait(10)
+        super().delete(*keys)
+
+
+def test_no_reader_uses_the_cache_while_lost_invalidations_are_delivered(engine):
+    seed(engine, (1, "old"), (2, "two"))
+    transport = GatedMemory()
+    SQLModelCache.configure(transport, l1=True)
+    name(engine, 1)  # in L2 and L1
+    transport.down = True
+    rename(engine, 1, "new")  # its invalidation is lost: pending
+    transport.down = False
+    transport.gate = threading.Event()
+    delivering = threading.Thread(target=name, args=(engine, 2))  # its get delivers first
+    delivering.start()
+    assert transport.at_gate.wait(10)  # the delete of Hero 1 is on its way, not done
+    assert name(engine, 1) == "new"  # not the old row, still in L2
+    transport.gate.set()
+    delivering.join(10)
+    assert name(engine, 1) == "new"
+    assert transport.get("sqlmodelcache:Hero:id=1") is not None  # filled again, fresh
+    assert name(engine, 1) == "new"
+
+
+def test_invalidations_still_waiting_at_exit_get_one_more_attempt(
+    engine, proxy, prefix, redis_client
+):
+    # A writer loses Redis, commits, and exits: its invalidation is delivered on the
+    # way out rather than left until the entry's TTL.
+    seed(engine, (1, "old"))
+    script = (
+        "import sys, sqlalchemy as sa\n"
+        "from sqlmodel_cache import SQLModelCache\n"
+        "from sqlmodel_cache.transport import RedisSyncTransport\n"
+        "from tests.heroes import name, rename\n"
+        "from tests.test_resilience import client_for\n"
+        f"client = client_for({proxy.port})\n"
+        f"SQLModelCache.configure(RedisSyncTransport(client), key_prefix={prefix!r})\n"
+        f"engine = sa.create_engine({engine.url.render_as_string(hide_password=False)!r})\n"
+        "name(engine, 1)\n"
+        "print('filled', flush=True); sys.stdin.readline()\n"
+        "rename(engine, 1, 'new')\n"
+        "print('committed', SQLModelCache.stats().errors, flush=True); sys.stdin.readline()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == "filled\n"
+        assert entries(redis_client, prefix) == [f"{prefix}:Hero:id=1"]
+        proxy.cut()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        committed = child.stdout.readline().split()
+        assert committed[0] == "committed" and int(committed[1]) >= 1  # the delete failed
+        proxy.heal()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert entries(redis_client, prefix) == []
