@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo services lint typecheck test bench clean
+.PHONY: install demo services lint typecheck test soak bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ typecheck: install
 test: install $(FLOOR)/.installed services lint typecheck
 	$(BIN)/pytest -q
 	$(FLOOR)/bin/pytest -q -p no:cacheprovider
+
+# The stateful test, long: SOAK_EXAMPLES interleavings of SOAK_STEPS steps each.
+soak: install services
+	SOAK_EXAMPLES=$${SOAK_EXAMPLES:-400} SOAK_STEPS=$${SOAK_STEPS:-60} \
+		$(BIN)/pytest -q -s -p no:cacheprovider tests/test_stateful.py
 
 bench: install services
 	$(BIN)/python benchmarks/bench.py

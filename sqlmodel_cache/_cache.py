@@ -160,7 +160,7 @@ def _deliver_before_exit() -> None:
     # Redis until their TTL: one last attempt (bounded by the client's timeouts).
     runtime = _runtime.current
     if runtime is not None:
-        runtime.deliver_before_exit()
+        runtime.deliver_pending_now()
 
 
 class SQLModelCache:

@@ -202,7 +202,7 @@ class Runtime:
         finally:
             self._delivering.release()
 
-    def deliver_before_exit(self) -> None:
+    def deliver_pending_now(self) -> None:
         """One attempt at the invalidations still waiting, whatever the breaker says."""
         if self.pending.waiting:
             self._deliver_pending(wait=True)
