@@ -19,7 +19,11 @@ from sqlalchemy.orm.util import LoaderCriteriaOption
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
 
-SQLALCHEMY_2_1 = tuple(map(int, sqlalchemy.__version__.split(".")[:2])) >= (2, 1)
+_VERSION = tuple(int(part) for part in sqlalchemy.__version__.split(".")[:3] if part.isdigit())
+SQLALCHEMY_2_1 = _VERSION >= (2, 1)
+# Before 2.0.56 a DELETE's cache key ignored return_defaults(): the compiled form
+# with RETURNING that we add could be reused for the caller's own, plain DELETE.
+DELETE_RETURN_DEFAULTS = _VERSION >= (2, 0, 56)
 
 
 # -- statements ------------------------------------------------------------------

@@ -194,6 +194,8 @@ def bulk_write(state: ORMExecuteState, route: Route) -> Result[Any] | None:
     """
     if not (state.is_update or state.is_delete) or type(state.parameters) is list:
         return None
+    if state.is_delete and not _compat.DELETE_RETURN_DEFAULTS:
+        return None
     statement: Any = state.statement
     mapper = state.bind_mapper
     assert mapper is not None
