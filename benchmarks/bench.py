@@ -53,7 +53,6 @@ from typing import Any
 import psycopg
 import redis
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlmodel import JSON, Field, Session, SQLModel
 
@@ -286,15 +285,8 @@ class Bench:
         the cache (measured; the cause is not pinned down), which would skew this
         row.
         """
-        runtime, _runtime.current = _runtime.current, None
-        for target, name, hook in _listeners.HOOKS:
-            event.remove(target, name, hook)
-        try:
+        with _listeners.detached():
             yield
-        finally:
-            for target, name, hook in _listeners.HOOKS:
-                event.listen(target, name, hook)
-            _runtime.current = runtime
 
     @contextmanager
     def l1_ready(self) -> Iterator[None]:

@@ -10,6 +10,8 @@ writes are tracked and invalidated by ``_writes``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -94,3 +96,18 @@ HOOKS = (
 )
 for _target, _name, _hook in HOOKS:
     event.listen(_target, _name, _hook)
+
+
+@contextmanager
+def detached() -> Iterator[None]:
+    """As if sqlmodel-cache were not installed: no runtime and none of its listeners, for
+    benchmarks and differential tests. The runtime is set aside, not reset."""
+    runtime, _runtime.current = _runtime.current, None
+    for target, name, hook in HOOKS:
+        event.remove(target, name, hook)
+    try:
+        yield
+    finally:
+        for target, name, hook in HOOKS:
+            event.listen(target, name, hook)
+        _runtime.current = runtime

@@ -2,18 +2,17 @@
 text) gives the same results, the same exceptions and the same database, with the
 library (configured, cache warm) and without it (its listeners detached)."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import delete, event, insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col
 
-from sqlmodel_cache import SQLModelCache, _listeners, _runtime
+from sqlmodel_cache import SQLModelCache, _listeners
 from sqlmodel_cache.transport import RedisSyncTransport
 
 from .heroes import seed
@@ -121,19 +120,6 @@ def _run(engine: sa.Engine, operation: Callable[[Session], Any]) -> tuple[Any, A
     return outcome, rows
 
 
-@contextmanager
-def without_the_library() -> Iterator[None]:
-    runtime, _runtime.current = _runtime.current, None
-    for target, name, hook in _listeners.HOOKS:
-        event.remove(target, name, hook)
-    try:
-        yield
-    finally:
-        for target, name, hook in _listeners.HOOKS:
-            event.listen(target, name, hook)
-        _runtime.current = runtime
-
-
 @pytest.mark.parametrize("operation", list(CORPUS))
 def test_the_library_changes_no_result(engine, redis_client, prefix, operation):
     SQLModelCache.configure(RedisSyncTransport(redis_client), key_prefix=prefix, l1=True)
@@ -141,7 +127,7 @@ def test_the_library_changes_no_result(engine, redis_client, prefix, operation):
     # compiled without the library into the runs with it (2.0 keys some alike).
     plain = sa.create_engine(engine.url)
     try:
-        with without_the_library():
+        with _listeners.detached():
             expected = _run(plain, CORPUS[operation])
     finally:
         plain.dispose()
