@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.util import await_only
-from sqlalchemy.util.concurrency import in_greenlet
+
+from ._compat import in_greenlet
 
 _METHODS = ("get", "set", "delete", "lease", "fill", "release", "delete_model", "invalidate")
 

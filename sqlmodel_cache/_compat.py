@@ -7,7 +7,9 @@ on the oldest and the newest SQLAlchemy we allow.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy
@@ -24,6 +26,18 @@ SQLALCHEMY_2_1 = _VERSION >= (2, 1)
 # Before 2.0.56 a DELETE's cache key ignored return_defaults(): the compiled form
 # with RETURNING that we add could be reused for the caller's own, plain DELETE.
 DELETE_RETURN_DEFAULTS = _VERSION >= (2, 0, 56)
+
+
+# -- greenlet ----------------------------------------------------------------------
+
+# An install without sqlalchemy[asyncio] has no greenlet, so nothing runs in one, and
+# SQLAlchemy 2.1's in_greenlet() would raise ImportError: chosen once, here.
+if importlib.util.find_spec("greenlet") is None:  # pragma: no cover - its own CI run
+    in_greenlet: Callable[[], bool] = lambda: False  # noqa: E731
+else:
+    from sqlalchemy.util.concurrency import in_greenlet as _in_greenlet
+
+    in_greenlet = _in_greenlet
 
 
 # -- statements ------------------------------------------------------------------

@@ -15,7 +15,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy.util import await_only
-from sqlalchemy.util.concurrency import in_greenlet
+
+from ._compat import in_greenlet
 
 _WAIT = 2.0  # seconds a follower waits before reading the database itself
 

@@ -24,6 +24,8 @@ from .conftest import REDIS_URL
 from .heroes import name, seed, write_unseen
 from .models import Hero, Team
 
+pytestmark = pytest.mark.greenlet
+
 # A blocking twin that cannot connect: any use of it from an AsyncSession shows
 # up as an error in stats() instead of a hit.
 DEAD = redis.Redis(port=1, socket_connect_timeout=0.2)

@@ -128,6 +128,7 @@ def test_l1_invalidations_travel_over_cluster_pubsub(engine, cluster, cluster_pr
     assert len(runtime.l1) == 0
 
 
+@pytest.mark.greenlet
 def test_async_cluster_transport(engine, cluster, cluster_prefix):
     seed(engine, 3)
 

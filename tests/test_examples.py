@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from examples import fastapi_async, fastapi_sync
+from examples import fastapi_sync
 from sqlmodel_cache import SQLModelCache
 
 from .conftest import PG_URL, REDIS_URL
@@ -69,6 +69,9 @@ def test_fastapi_sync_app(engine, prefix, async_redis):
 
 
 @pg_only
+@pytest.mark.greenlet
 def test_fastapi_async_app(engine, prefix):
+    from examples import fastapi_async
+
     app = fastapi_async.create_app(PG_URL, REDIS_URL, key_prefix=prefix)
     _crud(app, app.state.engine.sync_engine)
