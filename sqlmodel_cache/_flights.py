@@ -9,6 +9,7 @@ running the leader. A flight nobody follows costs no more than a dict entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -48,14 +49,15 @@ class Flights:
             return flight
 
     def finish(self, key: str, flight: Flight, values: Any) -> None:
-        """End the flight; values are the leader's row (None: followers read the database)."""
+        """End the flight; values are the leader's row (None: followers read the database).
+        Called whatever happened to the leader (an error, a cancellation)."""
         with self._lock:
             if self._flying.get(key) is flight:
                 del self._flying[key]
             future = flight.future
             if flight.stale:
                 values = None
-        if future is not None:
+        if future is not None and not future.done():
             future.set_result(values)
 
     def invalidated(self, keys: Iterable[str], prefixes: Iterable[str] = ()) -> None:
@@ -85,7 +87,7 @@ class Flights:
             self.following += 1
         try:
             if in_greenlet():
-                shared = await_only(asyncio.wait_for(asyncio.wrap_future(future), _WAIT))
+                shared = await_only(_await_alone(future, _WAIT))
             else:
                 shared = future.result(_WAIT)
         except TimeoutError:  # the leader is slow: read the database instead
@@ -94,3 +96,22 @@ class Flights:
             with self._lock:
                 self.following -= 1
         return None if flight.stale else shared
+
+
+async def _await_alone(future: Future[Any], timeout: float) -> Any:
+    """The leader's result, awaited so that this follower giving up (a timeout, its task
+    cancelled) touches neither the leader nor the other followers."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()  # this follower's own: cancelling it cancels nothing else
+
+    def settle(done: Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # this follower's loop is gone
+            loop.call_soon_threadsafe(_pass_on, waiter, done)
+
+    future.add_done_callback(settle)
+    return await asyncio.wait_for(waiter, timeout)
+
+
+def _pass_on(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(done.result())

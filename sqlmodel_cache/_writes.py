@@ -257,7 +257,7 @@ def _after_begin(session: Session, transaction: SessionTransaction, conn: Connec
 def _unlink(writes: Writes) -> None:
     for conn in writes.connections:
         # A closed connection went back to the pool, which cleared the link.
-        if not conn.closed and conn.info.get(_LINK) is writes:
+        if not (conn.closed or conn.invalidated) and conn.info.get(_LINK) is writes:
             del conn.info[_LINK]
     writes.connections.clear()
 
@@ -325,6 +325,8 @@ def _on_commit(conn: Connection) -> None:
 
 
 def _on_rollback(conn: Connection) -> None:
+    if conn.invalidated:
+        return  # its DBAPI connection is gone, and what it kept with it (a cancelled query)
     info = conn.info
     info.pop(_DEFERRED, None)
     info.pop(_OWN, None)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import Session, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from sqlmodel_cache import ConfigurationError, SQLModelCache
+from sqlmodel_cache import ConfigurationError, SQLModelCache, _runtime
 from sqlmodel_cache.transport import RedisAsyncTransport
 
 from .conftest import REDIS_URL
@@ -269,3 +269,51 @@ def test_every_get_of_an_async_session_fills(engine, prefix):
     asyncio.run(main())
     stats = SQLModelCache.stats()
     assert (stats.errors, stats.fills, stats.unfilled) == (0, 5, {})
+
+
+pg_only = pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+
+
+@pg_only
+@pytest.mark.parametrize("gives_up", ["a follower", "the leader"])
+def test_a_get_that_gives_up_affects_no_one_else(engine, prefix, gives_up):
+    # Five gets of one row while the table is locked: one leader, four followers, and
+    # one of them stops waiting. Without the library the other four simply wait.
+    seed(engine, (1, "a"))
+    results: list[Any] = []
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        SQLModelCache.configure(RedisAsyncTransport(client, sync_client=DEAD), key_prefix=prefix)
+        runtime = _runtime.current
+        assert runtime is not None
+        aengine = async_engine(engine)
+        selects = Selects(aengine)
+        locker = engine.connect()
+        locker.execute(sa.text("LOCK TABLE hero IN ACCESS EXCLUSIVE MODE"))
+        try:
+            leader = asyncio.create_task(aname(aengine, 1))
+            await until(lambda: selects.count == 1)  # its SELECT waits for the lock
+            followers = [asyncio.create_task(aname(aengine, 1)) for _ in range(4)]
+            await until(lambda: runtime.flights.following == 4)
+            quitter = followers.pop(0) if gives_up == "a follower" else leader
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(quitter, 0.05)  # its own task ends, and only it
+            others = followers if gives_up == "the leader" else [leader, *followers]
+        finally:
+            locker.rollback()  # the lock goes
+            locker.close()
+        results.extend(await asyncio.gather(*others, return_exceptions=True))
+        await aengine.dispose()
+        await client.aclose()
+
+    asyncio.run(main())
+    assert results == ["a"] * len(results) and len(results) in (3, 4)
+
+
+async def until(condition: Any, timeout: float = 10) -> None:
+    """Wait (letting other tasks run) until condition() holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
