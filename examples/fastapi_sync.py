@@ -3,6 +3,9 @@
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/test \\
     REDIS_URL=redis://127.0.0.1:6379/0 uvicorn examples.fastapi_sync:app
 
+CACHE_KEY_PREFIX names its keys (default "heroes"); CACHE_L1=1 adds the in-process
+tier, kept coherent across worker processes by Redis pub/sub.
+
 FastAPI runs ``def`` endpoints in worker threads. The cache is configured with
 RedisSyncTransport, as in the migration guide; ``create_app(..., async_redis=True)``
 uses RedisAsyncTransport instead, whose blocking twin then serves these threads.
@@ -42,7 +45,12 @@ class HeroPatch(SQLModel):
 
 
 def create_app(
-    database_url: str, redis_url: str, *, key_prefix: str = "heroes", async_redis: bool = False
+    database_url: str,
+    redis_url: str,
+    *,
+    key_prefix: str = "heroes",
+    async_redis: bool = False,
+    l1: bool = False,
 ) -> FastAPI:
     """The app, with its engine at ``app.state.engine``."""
     engine = create_engine(database_url)
@@ -54,7 +62,7 @@ def create_app(
             transport: RedisSyncTransport | RedisAsyncTransport = RedisAsyncTransport(async_client)
         else:
             transport = RedisSyncTransport(redis.Redis.from_url(redis_url))
-        SQLModelCache.configure(transport, default_ttl=300, key_prefix=key_prefix)
+        SQLModelCache.configure(transport, default_ttl=300, key_prefix=key_prefix, l1=l1)
         SQLModel.metadata.create_all(engine, tables=[SQLModel.metadata.tables["sync_example_hero"]])
         yield
         SQLModelCache.reset()
@@ -109,4 +117,6 @@ def create_app(
 app = create_app(
     os.environ.get("DATABASE_URL", "sqlite:///heroes-sync.sqlite"),
     os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    key_prefix=os.environ.get("CACHE_KEY_PREFIX", "heroes"),
+    l1=os.environ.get("CACHE_L1", "") == "1",
 )

@@ -27,6 +27,9 @@ class Breaker:
         self._opened_at = 0.0
         self.state = CLOSED
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def allow(self) -> bool:
         """Whether to call the cache now; a caller let through must report how its call
         went (success() or failure()). A probe that never reports is replaced by another

@@ -67,6 +67,10 @@ class Feed:
         self._stop.set()
         self._thread.join(5)
 
+    def restarted(self, origin: str) -> Feed:
+        """A feed of its own for a forked child (the parent's thread is not there)."""
+        return Feed(self._client, self.channel, self._l1, origin)
+
     def _listen(self) -> None:
         backoff = _POLL
         while not self._stop.is_set():

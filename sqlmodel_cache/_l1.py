@@ -71,6 +71,14 @@ class L1:
             self._entries.clear()
             self.usable = True
 
+    def _after_fork(self, *, usable: bool) -> None:
+        """In a forked child: new locks, no rows (nothing would drop the parent's)."""
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._entries.clear()
+        self.epoch += 1
+        self.usable = usable
+
     def __len__(self) -> int:
         with self._lock:
             self._entries.expire()

@@ -53,3 +53,6 @@ class Pending:
                 self.waiting = True
         else:
             self.add(keys, tuple(prefixes))
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # what waits stays: delivering it twice is harmless

@@ -35,6 +35,7 @@ from . import _compat
 from ._codec import RowCodec
 from ._config import CacheConfig
 from ._errors import ConfigurationError
+from ._forks import reset_after_fork
 from ._keys import KeyTemplate, loaded_type
 from ._statements import tables_pattern
 
@@ -249,6 +250,9 @@ class Registry:
         self._lock = threading.RLock()
         self._clear()
 
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+
     def _clear(self) -> None:
         # Maps every mapped class seen so far to its info, or None when not cached.
         self._infos: dict[type, ModelInfo | None] = {}
@@ -413,6 +417,7 @@ def _route(mapper: Mapper[Any], keyspaces: Sequence[Keyspace]) -> Route | None:
 
 
 registry = Registry()
+reset_after_fork(registry)
 
 
 def fingerprint_of(cls: type) -> str:

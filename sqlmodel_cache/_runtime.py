@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from ._codec import ABSENT, Unencodable, mutable_positions, parse, thaw
 from ._config import Settings
 from ._feed import Feed, message
 from ._flights import Flights
+from ._forks import reset_after_fork
 from ._l1 import L1
 from ._pending import Pending
 from ._registry import Keyspace, ModelInfo
@@ -104,6 +106,7 @@ class Runtime:
         self._tiers_lock = threading.Lock()
         if feed is not None:  # other processes' commits, too
             feed.listeners.append(self.flights.invalidated)
+        reset_after_fork(self)
         self.breaker = Breaker(settings.breaker.failures, settings.breaker.cooldown)
         self.pending = Pending()
         self._delivering = threading.Lock()
@@ -124,6 +127,23 @@ class Runtime:
     def close(self) -> None:
         if self.feed is not None:
             self.feed.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks and flights, an empty L1 that serves nothing until
+        the child's own feed listens, and a name of its own on the invalidation channel
+        (else it would skip the parent's messages as its own)."""
+        self.origin = uuid.uuid4().hex
+        self.flights = Flights()
+        self.stats = Stats()
+        self._tiers_lock = threading.Lock()
+        self._delivering = threading.Lock()
+        self.pending._after_fork()
+        self.breaker._after_fork()
+        if self.l1 is not None:
+            self.l1._after_fork(usable=self.feed is None)
+        if self.feed is not None:
+            self.feed = self.feed.restarted(self.origin)
+            self.feed.listeners.append(self.flights.invalidated)
 
     def l1_for(self, info: ModelInfo) -> L1 | None:
         """The in-process tier a model uses: its own setting, else the global one."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from cachetools import TLRUCache
 
 from .._errors import ConfigurationError
+from .._forks import reset_after_fork
 from ._base import LEASE_MARK, new_lease_token
 
 
@@ -35,6 +36,10 @@ class MemoryTransport:
         self._entries: TLRUCache[str, tuple[bytes, float]] = TLRUCache(maxsize, _expires, timer)
         self._lease_ttl = lease_ttl
         self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def get(self, key: str) -> bytes | None:
         with self._lock:

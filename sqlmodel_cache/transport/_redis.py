@@ -14,6 +14,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from .._errors import ConfigurationError, TransportError
+from .._forks import reset_after_fork
 from ._base import LEASE_MARK, new_lease_token
 
 # Every script touches one key, so they run on Redis Cluster too. They are sent
@@ -240,6 +241,11 @@ class RedisAsyncTransport:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._loops = weakref.WeakKeyDictionary()
         self._given_client_used = False
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # The parent's event loops, and their connections, are not the child's.
+        self._loops = weakref.WeakKeyDictionary()
 
     def _bound(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
