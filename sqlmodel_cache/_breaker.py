@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,11 +53,14 @@ class Breaker:
                 self.state = CLOSED
                 log.info("cache reachable again: circuit breaker closed")
 
-    def failure(self) -> None:
+    def failure(self, *, at_once: bool = False) -> None:
+        """A call failed; at_once (the cache is unreachable: refused, timed out) opens
+        the breaker now, so that no more than one call pays the client's timeout."""
+        at_once = at_once and self._threshold < sys.maxsize  # breaker=None: never opens
         with self._lock:
             self._failures += 1
             if self.state is HALF_OPEN or (
-                self.state is CLOSED and self._failures >= self._threshold
+                self.state is CLOSED and (at_once or self._failures >= self._threshold)
             ):
                 if self.state is CLOSED:
                     log.warning(

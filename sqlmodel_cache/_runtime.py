@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._breaker import Breaker
 from ._codec import ABSENT, Unencodable, mutable_positions, parse, thaw
 from ._config import Settings
+from ._errors import unreachable
 from ._feed import Feed, message
 from ._flights import Flights
 from ._forks import reset_after_fork
@@ -166,7 +167,7 @@ class Runtime:
 
     def _failed(self, action: str, name: str | None, exc: Exception) -> None:
         self.stats.error(name)
-        self.breaker.failure()
+        self.breaker.failure(at_once=unreachable(exc))
         if self._throttle(action):
             log.warning("cache %s failed, the database answers instead: %r", action, exc)
 

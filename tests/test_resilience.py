@@ -88,6 +88,18 @@ def test_breaker_opens_probes_and_closes():
     assert breaker.state is CLOSED and breaker.allow()
 
 
+def test_an_unreachable_cache_opens_the_breaker_at_once():
+    clock = Clock()
+    breaker = Breaker(failures=3, cooldown=5, timer=clock)
+    breaker.failure()  # a bad reply: counted
+    assert breaker.state is CLOSED
+    breaker.failure(at_once=True)  # refused or timed out: no second call pays for it
+    assert breaker.state is OPEN and not breaker.allow()
+    never = Breaker(failures=sys.maxsize, cooldown=5, timer=clock)  # breaker=None
+    never.failure(at_once=True)
+    assert never.state is CLOSED and never.allow()
+
+
 def test_pending_is_bounded_but_never_forgets():
     pending = Pending(limit=3)
     pending.add(["a", "b"])
@@ -155,12 +167,14 @@ def test_a_blind_spell_never_leaves_the_breaker_half_open():
 # -- real Redis behind a proxy --------------------------------------------------------
 
 
-def test_a_stalled_redis_costs_only_the_first_requests_their_timeout(engine, proxy, prefix):
+def test_a_stalled_redis_costs_only_the_first_request_its_timeout(engine, proxy, prefix):
+    # A timeout says Redis cannot be reached: the breaker opens at once, whatever
+    # its failure count, so only one request pays the client's timeout.
     seed(engine, (1, "a"))
     SQLModelCache.configure(
         RedisSyncTransport(client_for(proxy.port)),
         key_prefix=prefix,
-        breaker=BreakerConfig(failures=2, cooldown=60),
+        breaker=BreakerConfig(failures=5, cooldown=60),
     )
     assert name(engine, 1) == "a"
     proxy.stall()
@@ -174,9 +188,9 @@ def test_a_stalled_redis_costs_only_the_first_requests_their_timeout(engine, pro
         f"stalled: first gets {[round(t * 1000) for t in timings[:3]]} ms, "
         f"then median {sorted(timings[3:])[8] * 1000:.1f} ms"
     )
-    assert len(slow) == 2  # then the breaker is open and the database answers alone
+    assert len(slow) == 1  # then the breaker is open and the database answers alone
     stats = SQLModelCache.stats()
-    assert stats.breaker == "open" and stats.errors == 2
+    assert stats.breaker == "open" and stats.errors == 1
 
 
 def test_a_write_while_redis_is_cut_off_is_not_served_stale_after(engine, proxy, prefix):
@@ -255,7 +269,8 @@ def test_a_refused_port_is_only_a_slower_database(engine, prefix):
         rename(engine, 1, new)
         assert name(engine, 1) == new
     stats = SQLModelCache.stats()
-    assert stats.breaker == "open" and stats.errors == 3 and stats.hits == 0
+    # Refused: open after the first failure, so the other gets never call Redis.
+    assert stats.breaker == "open" and stats.errors == 1 and stats.hits == 0
 
 
 def test_redis_restarted_empty_mid_run(engine, prefix):
@@ -425,7 +440,7 @@ class GatedMemory(MemoryTransport):
 def test_no_reader_uses_the_cache_while_lost_invalidations_are_delivered(engine):
     seed(engine, (1, "old"), (2, "two"))
     transport = GatedMemory()
-    SQLModelCache.configure(transport, l1=True)
+    SQLModelCache.configure(transport, l1=True, breaker=None)
     name(engine, 1)  # in L2 and L1
     transport.down = True
     rename(engine, 1, "new")  # its invalidation is lost: pending

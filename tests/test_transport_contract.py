@@ -32,22 +32,23 @@ class InMemoryTransport:
 
 
 class Broken:
-    """Fails every call, as a dead backend would."""
+    """Fails every call: by default as a dead backend would (it cannot be reached)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: type[Exception] = ConnectionError) -> None:
         self.calls = 0
+        self.error = error
 
     def get(self, key: str) -> bytes | None:
         self.calls += 1
-        raise ConnectionError("backend down")
+        raise self.error("backend down")
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self.calls += 1
-        raise ConnectionError("backend down")
+        raise self.error("backend down")
 
     def delete(self, *keys: str) -> None:
         self.calls += 1
-        raise ConnectionError("backend down")
+        raise self.error("backend down")
 
 
 def _seed(engine) -> None:
@@ -98,15 +99,23 @@ def test_a_failing_transport_falls_back_to_the_database(engine, sql, caplog):
     assert len(caplog.records) <= 3  # one warning per kind of failure, not one per call
 
 
-def test_the_breaker_stops_calling_a_failing_transport(engine, caplog):
+@pytest.mark.parametrize(
+    ("error", "calls"),
+    [
+        (RuntimeError, 3),  # a bad reply: read, invalidate, read, then open
+        (ConnectionError, 1),  # unreachable: open at the first failure
+        (TimeoutError, 1),
+    ],
+)
+def test_the_breaker_stops_calling_a_failing_transport(engine, caplog, error, calls):
     _seed(engine)
-    transport = Broken()
+    transport = Broken(error)
     SQLModelCache.configure(transport=transport, breaker=BreakerConfig(failures=3, cooldown=60))
     with caplog.at_level(logging.INFO, logger="sqlmodel_cache"):
         _rename_twice_and_read(engine)
-    assert transport.calls == 3  # read, invalidate, read: then open
+    assert transport.calls == calls
     stats = SQLModelCache.stats()
-    assert (stats.errors, stats.misses, stats.breaker) == (3, 3, "open")
+    assert (stats.errors, stats.misses, stats.breaker) == (calls, 3, "open")
     opened = [r for r in caplog.records if "breaker open" in r.getMessage()]
     assert len(opened) == 1
 
@@ -121,7 +130,7 @@ def test_an_unreachable_redis_falls_back_to_the_database(engine):
         session.commit()
     with Session(engine) as session:
         assert session.get(Hero, 1).name == "b"
-    assert SQLModelCache.stats().errors == 3  # then the breaker opened
+    assert SQLModelCache.stats().errors == 1  # refused: the breaker opened at once
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xff\xfe", b"[]", b'{"name": "x"}', b"[1, 2, 3]"])

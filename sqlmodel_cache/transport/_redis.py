@@ -56,8 +56,9 @@ class _Translate:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None and isinstance(exc, redis.RedisError):
-            raise TransportError(f"Redis {self._action} failed: {exc}") from exc
+        if exc is not None and isinstance(exc, (redis.RedisError, OSError)):
+            down = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+            raise TransportError(f"Redis {self._action} failed: {exc}", unreachable=down) from exc
 
 
 _GET, _SET, _DEL = _Translate("GET"), _Translate("SET"), _Translate("DEL")
