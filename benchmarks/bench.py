@@ -249,12 +249,12 @@ class Bench:
 
     def __init__(self, url: URL, redis_url: str) -> None:
         self.engine = sa.create_engine(url)  # pool: 5 + 10 overflow, enough for THREADS
-        self.client = redis.Redis.from_url(redis_url)
+        self.lease_transport = RedisSyncTransport.from_url(redis_url)  # also the raw lease row
+        self.client = self.lease_transport.client
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.raw = psycopg.connect(dsn, autocommit=True)
         self.prefix = f"smc-bench-{secrets.token_hex(4)}"
         self.raw_key = f"{self.prefix}:raw"
-        self.lease_transport = RedisSyncTransport(self.client)  # for the raw lease script row
         self.get_l2 = session_get(self.engine, BenchRow)
         self.get_l1 = session_get(self.engine, BenchRowL1)
         self.get_plain = session_get(self.engine, BenchPlain)

@@ -89,9 +89,7 @@ def child(pg_url: str, redis_url: str, prefix: str, n: int, busy: bool) -> int:
     engine = sa.create_engine(pg_url)
     stop = threading.Event()
     reader: threading.Thread | None = None
-    SQLModelCache.configure(
-        RedisSyncTransport(redis.Redis.from_url(redis_url)), key_prefix=prefix, l1=True
-    )
+    SQLModelCache.configure(RedisSyncTransport.from_url(redis_url), key_prefix=prefix, l1=True)
     try:
         runtime = _runtime.current
         assert runtime is not None and runtime.l1 is not None and runtime.feed is not None

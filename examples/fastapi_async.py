@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import redis.asyncio
 from fastapi import Depends, FastAPI, HTTPException, Response
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Field, SQLModel
@@ -47,8 +46,8 @@ def create_app(database_url: str, redis_url: str, *, key_prefix: str = "heroes")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        SQLModelCache.configure(RedisAsyncTransport(client), default_ttl=300, key_prefix=key_prefix)
+        transport = RedisAsyncTransport.from_url(redis_url)
+        SQLModelCache.configure(transport, default_ttl=300, key_prefix=key_prefix)
         async with engine.begin() as conn:
             await conn.run_sync(
                 SQLModel.metadata.create_all,
@@ -56,7 +55,8 @@ def create_app(database_url: str, redis_url: str, *, key_prefix: str = "heroes")
             )
         yield
         SQLModelCache.reset()
-        await client.aclose()
+        await transport.client.aclose()
+        transport.sync.client.close()
         await engine.dispose()
 
     async def session() -> AsyncIterator[AsyncSession]:

@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import redis
-import redis.asyncio
 from fastapi import Depends, FastAPI, HTTPException, Response
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -57,17 +55,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        transport: RedisSyncTransport | RedisAsyncTransport
         if async_redis:
-            async_client = redis.asyncio.Redis.from_url(redis_url)
-            transport: RedisSyncTransport | RedisAsyncTransport = RedisAsyncTransport(async_client)
+            transport = RedisAsyncTransport.from_url(redis_url)
         else:
-            transport = RedisSyncTransport(redis.Redis.from_url(redis_url))
+            transport = RedisSyncTransport.from_url(redis_url)
         SQLModelCache.configure(transport, default_ttl=300, key_prefix=key_prefix, l1=l1)
         SQLModel.metadata.create_all(engine, tables=[SQLModel.metadata.tables["sync_example_hero"]])
         yield
         SQLModelCache.reset()
         if isinstance(transport, RedisAsyncTransport):
-            await async_client.aclose()
+            await transport.client.aclose()
             transport.sync.client.close()
         else:
             transport.client.close()

@@ -8,7 +8,6 @@ and REDIS_URL (e.g. redis://127.0.0.1:6379/0).
 import os
 from datetime import UTC, datetime
 
-import redis
 from sqlalchemy import event
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -32,7 +31,7 @@ def main() -> None:
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
 
     redis_url = os.environ.get("REDIS_URL")
-    transport = RedisSyncTransport(redis.Redis.from_url(redis_url)) if redis_url else None
+    transport = RedisSyncTransport.from_url(redis_url) if redis_url else None
     SQLModelCache.configure(transport=transport, default_ttl=300, key_prefix="quickstart")
     print(f"database: {engine.url.render_as_string()}")
     print(f"cache:    {type(SQLModelCache.get_config().transport).__name__}")

@@ -35,6 +35,7 @@ from .transport import (
     RedisAsyncTransport,
     RedisSyncTransport,
 )
+from .transport._clients import feed_client
 
 _REDIS_CLIENTS = (redis.Redis, RedisCluster, redis.asyncio.Redis, AsyncRedisCluster)
 
@@ -66,9 +67,9 @@ def _pubsub_client(transport: Any) -> Any:
     if isinstance(transport, MemoryTransport):
         return None  # one process: dropping the local L1 is enough
     if isinstance(transport, RedisSyncTransport):
-        return transport.client
+        return feed_client(transport.client)
     if isinstance(transport, RedisAsyncTransport):
-        return transport.sync.client
+        return feed_client(transport.sync.client)
     raise ConfigurationError(
         "l1 needs a transport that can tell other processes about invalidations "
         f"(RedisSyncTransport, RedisAsyncTransport or MemoryTransport), got {transport!r}"

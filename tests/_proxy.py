@@ -20,6 +20,7 @@ class Proxy:
         self._passing.set()
         self._cut = False
         self._closed = False
+        self.accepted = 0  # connections clients opened, cut or not
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -61,6 +62,7 @@ class Proxy:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             if self._cut:
                 client.close()
                 continue

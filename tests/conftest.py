@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlmodel_cache.transport import RedisSyncTransport
 from sqlmodel_cache.transport._base import LEASE_MARK
 
 from . import models, written  # noqa: F401 - their tables are created below
+from ._proxy import Proxy
 
 METADATA = (SQLModel.metadata, models.Base.metadata)
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -125,6 +127,21 @@ def snapshot_cache(redis_client: redis.Redis, prefix: str) -> Iterator[redis.Red
         transport=RedisSyncTransport(redis_client), key_prefix=prefix, snapshot_isolation=True
     )
     yield redis_client
+
+
+@pytest.fixture
+def proxy(redis_client: redis.Redis) -> Iterator[Proxy]:
+    """A TCP proxy in front of the test Redis, to stall or cut."""
+    proxied = Proxy(redis_client.connection_pool.connection_kwargs["port"])
+    yield proxied
+    proxied.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def entries(client: redis.Redis, prefix: str) -> list[str]:

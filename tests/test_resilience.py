@@ -2,12 +2,10 @@
 leads to a stale read. Real Redis behind a TCP proxy; the breaker on a fake clock."""
 
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,7 @@ from sqlmodel_cache._pending import Pending
 from sqlmodel_cache._registry import registry
 from sqlmodel_cache.transport import MemoryTransport, RedisSyncTransport
 
-from ._proxy import Proxy
-from .conftest import entries
+from .conftest import entries, free_port
 from .heroes import name, rename, seed
 from .models import Hero
 
@@ -40,20 +37,6 @@ def client_for(port: int) -> redis.Redis:
         socket_connect_timeout=TIMEOUT,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-@pytest.fixture
-def proxy(redis_client) -> Iterator[Proxy]:
-    port = redis_client.connection_pool.connection_kwargs["port"]
-    proxied = Proxy(port)
-    yield proxied
-    proxied.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the breaker and the pending set, without I/O ---------------------------------

@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from .._errors import ConfigurationError, TransportError
 from .._forks import reset_after_fork
 from ._base import LEASE_MARK, new_lease_token
+from ._clients import async_twin, from_url, sync_twin, warn_if_unbounded
 
 # Every script touches one key, so they run on Redis Cluster too. They are sent
 # once and then called by SHA (redis-py's Script loads them again if needed).
@@ -94,11 +95,26 @@ class RedisSyncTransport:
             raise ConfigurationError(
                 f"RedisSyncTransport needs a redis.Redis or RedisCluster client, got {client!r}"
             )
+        warn_if_unbounded(client)
         self.client = client
         self._lease_ms = _lease_ms(lease_ttl)
         self._lease_script = client.register_script(_LEASE)
         self._fill_script = client.register_script(_FILL)
         self._release_script = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, cluster: bool = False, lease_ttl: float = 5.0, **options: Any
+    ) -> RedisSyncTransport:
+        """A transport on a new client for url (``redis://``, ``rediss://``, ``unix://``).
+
+        The client gets timeouts and retries fit for a cache (0.5 s to connect and
+        to read, one retry of a broken connection, health checks); options override
+        them and are passed to ``redis.Redis.from_url`` (``RedisCluster.from_url``
+        with cluster=True, which connects to the cluster at once).
+        """
+        kind = RedisCluster if cluster else redis.Redis
+        return cls(from_url(kind, url, options, asyncio=False), lease_ttl=lease_ttl)
 
     def get(self, key: str) -> bytes | None:
         with _GET:
@@ -159,48 +175,6 @@ class RedisSyncTransport:
                 self.client.delete(*batch)
 
 
-# Connection settings that mean the same to redis-py's sync and asyncio clients.
-_SHARED_SETTINGS = (
-    "host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
-    "socket_keepalive", "client_name", "health_check_interval", "protocol", "encoding",
-    "encoding_errors", "decode_responses", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs",
-    "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname", "ssl_password",
-)  # fmt: skip
-
-
-def _settings(client: redis.asyncio.Redis | AsyncRedisCluster) -> dict[str, Any]:
-    """The connection settings of an asyncio client, as keyword arguments of a new one."""
-    if isinstance(client, AsyncRedisCluster):
-        node = next(iter(client.nodes_manager.startup_nodes.values()))
-        found: dict[str, Any] = dict(client.connection_kwargs, host=node.host, port=node.port)
-        connection_class = ""
-    else:
-        pool = client.connection_pool
-        found = dict(pool.connection_kwargs)
-        connection_class = pool.connection_class.__name__
-    settings = {name: found[name] for name in _SHARED_SETTINGS if name in found}
-    if connection_class == "SSLConnection":
-        settings["ssl"] = True
-    elif connection_class == "UnixDomainSocketConnection":
-        settings = {k: v for k, v in settings.items() if k not in ("host", "port")}
-        settings["unix_socket_path"] = found["path"]
-    return settings
-
-
-def _sync_twin(client: redis.asyncio.Redis | AsyncRedisCluster) -> redis.Redis | RedisCluster:
-    if isinstance(client, AsyncRedisCluster):
-        return RedisCluster(**_settings(client))
-    return redis.Redis(**_settings(client))
-
-
-def _async_twin(
-    client: redis.asyncio.Redis | AsyncRedisCluster,
-) -> redis.asyncio.Redis | AsyncRedisCluster:
-    if isinstance(client, AsyncRedisCluster):
-        return AsyncRedisCluster(**_settings(client))
-    return redis.asyncio.Redis(**_settings(client))
-
-
 class _LoopClient:
     """An asyncio client and its scripts, for one event loop."""
 
@@ -235,14 +209,25 @@ class RedisAsyncTransport:
                 "RedisAsyncTransport needs a redis.asyncio.Redis or RedisCluster client, "
                 f"got {client!r}"
             )
+        warn_if_unbounded(client)
         self.client = client
         self._lease_ms = _lease_ms(lease_ttl)
-        twin = sync_client if sync_client is not None else _sync_twin(client)
+        twin = sync_client if sync_client is not None else sync_twin(client)
         self.sync = RedisSyncTransport(twin, lease_ttl=lease_ttl)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._loops = weakref.WeakKeyDictionary()
         self._given_client_used = False
         reset_after_fork(self)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, cluster: bool = False, lease_ttl: float = 5.0, **options: Any
+    ) -> RedisAsyncTransport:
+        """A transport on a new asyncio client for url, with the settings of
+        RedisSyncTransport.from_url; options are passed to ``redis.asyncio.Redis.from_url``
+        (``redis.asyncio.RedisCluster.from_url`` with cluster=True)."""
+        kind = AsyncRedisCluster if cluster else redis.asyncio.Redis
+        return cls(from_url(kind, url, options, asyncio=True), lease_ttl=lease_ttl)
 
     def _after_fork(self) -> None:
         # The parent's event loops, and their connections, are not the child's.
@@ -253,7 +238,7 @@ class RedisAsyncTransport:
         bound = self._loops.get(loop)
         if bound is None:
             if self._given_client_used:
-                bound = _LoopClient(_async_twin(self.client))
+                bound = _LoopClient(async_twin(self.client))
             else:
                 self._given_client_used = True
                 bound = _LoopClient(self.client)
