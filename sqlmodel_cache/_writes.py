@@ -25,6 +25,7 @@ hands its writes to that connection, likewise.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,9 @@ SESSION_ISOLATION = "_sqlmodel_cache_session_isolation"
 # Execution option of a statement whose rows the ORM layer recorded itself.
 TRACKED = "_sqlmodel_cache_tracked"
 _sequence = itertools.count(1)
+_unconfigured_warned: set[str] = set()  # keyspaces written before configure(), said once
+
+log = logging.getLogger("sqlmodel_cache")
 
 
 class Writes:
@@ -271,7 +275,10 @@ def _after_commit(session: Session) -> None:
         return
     _unlink(writes)
     runtime = _runtime.current
-    if runtime is None or not writes:
+    if not writes:
+        return
+    if runtime is None:
+        _unconfigured(writes)
         return
     # Even with enabled=False: processes that have the cache on must not read stale rows.
     runtime.invalidate_writes(writes)
@@ -281,6 +288,20 @@ def _after_commit(session: Session) -> None:
             # The session joined a transaction it does not own: the rows are not
             # committed yet. Delete them again when that transaction commits.
             _writes_in(bind.info, _DEFERRED).merge(writes, keyspace)
+
+
+def _unconfigured(writes: Writes) -> None:
+    # Reads of a cached model raise before configure(); a write cannot (the data
+    # is the user's), but it invalidates nothing that other processes cached.
+    for keyspace in writes.keyspaces():
+        if keyspace.name not in _unconfigured_warned:
+            _unconfigured_warned.add(keyspace.name)
+            log.warning(
+                "%s was written in a process that did not call SQLModelCache.configure(): "
+                "no cache entry was invalidated, so processes that cache it may serve "
+                "the old row until its TTL",
+                keyspace.name,
+            )
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -319,7 +340,9 @@ def _on_commit(conn: Connection) -> None:
         writes.merge(deferred)
     info.pop(TRANSACTION_ISOLATION, None)
     runtime = _runtime.current
-    if writes and runtime is not None:
+    if writes and runtime is None:
+        _unconfigured(writes)
+    elif writes and runtime is not None:
         runtime.invalidate_writes(writes)
         _writes_in(info, _AFTER_COMMIT).merge(writes)
 

@@ -1,9 +1,11 @@
 """The public surface: names, configuration rules and their error messages."""
 
+import logging
+
 import pytest
 import redis
 import redis.asyncio
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col
 
 import sqlmodel_cache
 import sqlmodel_cache.transport
@@ -223,3 +225,29 @@ def test_stats_start_at_zero():
         0,
     )
     assert dict(stats.by_model) == {}
+
+
+@pytest.mark.parametrize("how", ["session", "engine.begin"])
+def test_a_cached_model_written_before_configure_is_warned_of_once(engine, caplog, how):
+    from sqlalchemy import func, insert, select, update
+
+    from sqlmodel_cache import _writes
+
+    _writes._unconfigured_warned.clear()
+    with caplog.at_level(logging.WARNING, logger="sqlmodel_cache"):
+        for ident in (1, 2):
+            if how == "session":
+                with Session(engine) as session:
+                    session.add(Hero(id=ident, name="a"))
+                    session.commit()
+            else:
+                with engine.begin() as conn:
+                    conn.execute(insert(Hero).values(id=ident, name="a"))
+                    conn.execute(update(Hero).where(col(Hero.id) == ident).values(name="b"))
+        with Session(engine) as session:
+            session.add(Plain(id=1, name="not cached"))  # not cached: nothing to say
+            session.commit()
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("Hero was written in a process")
+    with engine.connect() as conn:  # and the writes themselves landed
+        assert conn.execute(select(func.count()).select_from(Hero)).scalar_one() == 2

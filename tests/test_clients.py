@@ -7,6 +7,7 @@ silent Redis on its own short-timeout connection.
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -197,3 +198,35 @@ def test_the_feed_notices_an_outage_on_its_own_connection(engine, proxy, prefix,
     # A cut is seen at once; a stall after 2 s of silence (reads wait at most 1 s).
     assert runtime.l1.wait_past(epoch, 4)
     assert not runtime.l1.usable
+
+
+def _connections_named(name: str) -> int:
+    listing = redis.Redis.from_url(REDIS_URL).client_list()
+    return sum(1 for client in listing if client["name"] == name)
+
+
+@pytest.mark.greenlet
+def test_each_event_loop_client_is_closed_with_its_loop(engine, prefix):
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from .test_async import async_engine
+
+    seed(engine, (1, "a"))
+    label = f"smc-loops-{prefix[-12:]}"
+    transport = RedisAsyncTransport.from_url(REDIS_URL, client_name=label)
+    SQLModelCache.configure(transport, key_prefix=prefix)
+
+    async def job() -> None:
+        aengine = async_engine(engine)
+        async with AsyncSession(aengine) as session:
+            assert (await session.get(Hero, 1)).name == "a"
+        assert _connections_named(label) >= 1  # this loop's client is connected
+        await aengine.dispose()
+
+    for _ in range(100):  # a script, a worker or a test suite running asyncio.run per job
+        asyncio.run(job())
+    assert len(transport._loops) <= 1  # closed loops are forgotten
+    deadline = time.monotonic() + 5  # Redis notices a closed socket on its next tick
+    while _connections_named(label) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _connections_named(label) == 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -175,16 +176,31 @@ class RedisSyncTransport:
                 self.client.delete(*batch)
 
 
+async def _closed_with_loop(
+    client: redis.asyncio.Redis | AsyncRedisCluster,
+) -> AsyncGenerator[None, None]:
+    """Waits at its yield while the loop runs; the loop's shutdown closes it, and the client."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
 class _LoopClient:
     """An asyncio client and its scripts, for one event loop."""
 
-    __slots__ = ("client", "fill", "lease", "release")
+    __slots__ = ("client", "closer", "fill", "lease", "release")
 
     def __init__(self, client: redis.asyncio.Redis | AsyncRedisCluster) -> None:
         self.client = client
         self.lease = client.register_script(_LEASE)
         self.fill = client.register_script(_FILL)
         self.release = client.register_script(_RELEASE)
+        # An event loop has one public "I am ending" hook: asyncio.run (and uvicorn)
+        # close the async generators started in it, while it still runs. Start one.
+        self.closer = _closed_with_loop(client)
+        with contextlib.suppress(StopIteration):
+            self.closer.asend(None).send(None)
 
 
 class RedisAsyncTransport:
@@ -214,8 +230,8 @@ class RedisAsyncTransport:
         self._lease_ms = _lease_ms(lease_ttl)
         twin = sync_client if sync_client is not None else sync_twin(client)
         self.sync = RedisSyncTransport(twin, lease_ttl=lease_ttl)
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
-        self._loops = weakref.WeakKeyDictionary()
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._binding = threading.Lock()
         self._given_client_used = False
         reset_after_fork(self)
 
@@ -231,19 +247,28 @@ class RedisAsyncTransport:
 
     def _after_fork(self) -> None:
         # The parent's event loops, and their connections, are not the child's.
-        self._loops = weakref.WeakKeyDictionary()
+        self._loops = {}
+        self._binding = threading.Lock()
 
     def _bound(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         bound = self._loops.get(loop)
         if bound is None:
+            bound = self._bind(loop)
+        return bound
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> _LoopClient:
+        with self._binding:
+            # Loops that ended closed their clients (or, if closed without shutting
+            # down, leave sockets for the garbage collector): forget them.
+            self._loops = {old: c for old, c in self._loops.items() if not old.is_closed()}
             if self._given_client_used:
                 bound = _LoopClient(async_twin(self.client))
             else:
                 self._given_client_used = True
                 bound = _LoopClient(self.client)
             self._loops[loop] = bound
-        return bound
+            return bound
 
     async def get(self, key: str) -> bytes | None:
         with _GET:
