@@ -200,9 +200,15 @@ def test_an_ident_the_database_matches_loosely_is_not_stored(engine, cache, pref
     assert entries(cache, prefix) == [f"{prefix}:Hero:id=1"]
 
 
-def test_missing_rows_are_not_cached(engine, cache, prefix):
-    assert get(engine, Hero, 404) is None
-    assert entries(cache, prefix) == []
+def test_missing_rows_are_not_cached_and_leave_no_lease(engine, cache, prefix, sql):
+    for _ in range(3):
+        assert get(engine, Hero, 404) is None
+    assert list(cache.scan_iter(match=f"{prefix}:*")) == []  # not even the readers' leases
+    add(engine, Hero(id=404, name="late"))
+    assert get(engine, Hero, 404).name == "late"  # fills: no lease of a miss blocks it
+    sql.clear()
+    assert get(engine, Hero, 404).name == "late"
+    assert sql.statements == []
 
 
 def test_key_prefix_is_used(engine, cache, prefix):
