@@ -63,11 +63,11 @@ class L1Config:
 
 @attrs.frozen
 class BreakerConfig:
-    """The circuit breaker: open after ``failures`` consecutive cache failures, then probe
-    once every ``cooldown`` seconds."""
+    """The circuit breaker: open after ``failures`` consecutive cache failures (at once when
+    the cache cannot be reached), then probe it in the background every ``cooldown`` seconds."""
 
     failures: int = attrs.field(default=3, validator=_positive_int)
-    cooldown: float = attrs.field(default=5.0, validator=_positive_seconds)
+    cooldown: float = attrs.field(default=1.0, validator=_positive_seconds)
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._breaker import Breaker
+from ._breaker import CLOSED, Breaker
 from ._codec import ABSENT, Unencodable, mutable_positions, parse, thaw
 from ._config import Settings
 from ._errors import unreachable
@@ -109,6 +109,7 @@ class Runtime:
             feed.listeners.append(self.flights.invalidated)
         reset_after_fork(self)
         self.breaker = Breaker(settings.breaker.failures, settings.breaker.cooldown)
+        self.prober: threading.Thread | None = None  # the breaker's latest probe
         self.pending = Pending()
         self._delivering = threading.Lock()
         self._blind_until = 0.0  # no reads before this (lost invalidations, no way to drop all)
@@ -172,17 +173,35 @@ class Runtime:
             log.warning("cache %s failed, the database answers instead: %r", action, exc)
 
     def _ready(self) -> bool:
-        """Whether the transport may be called now. A true answer may make the caller the
-        breaker's probe: it must then call the transport and report how that went."""
+        """Whether the transport may be called now."""
         if self._blind_until and not self._sight_back():
             return False
         if self._delivering.locked():
             return False  # invalidations are on their way: L2 may still hold their rows
-        if not self.breaker.allow():
+        if self.breaker.state is not CLOSED:
+            # Probe once the cool-down is over, but never on a request's time: a
+            # stalled Redis would cost that request a whole timeout.
+            if self.breaker.allow():
+                self.prober = threading.Thread(
+                    target=self._probe, name="sqlmodel-cache-probe", daemon=True
+                )
+                self.prober.start()
             return False
         if self.pending.waiting and not self._deliver_pending():
             return False
         return not self._blind_until
+
+    def _probe(self) -> None:
+        """The breaker's probe: deliver the invalidations waiting, else read one key."""
+        if self.pending.waiting:
+            self._deliver_pending(wait=True)  # reports to the breaker either way
+            return
+        try:
+            self.transport.get(f"{self.prefix}probe")
+        except Exception as exc:  # noqa: BLE001 - the breaker hears of it
+            self._failed("probe", None, exc)
+        else:
+            self.breaker.success()
 
     def _sight_back(self) -> bool:
         """Whether the blind spell after lost invalidations is over."""

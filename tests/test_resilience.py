@@ -16,15 +16,13 @@ from redis.retry import Retry
 from sqlalchemy import event
 from sqlmodel import Session
 
-from sqlmodel_cache import BreakerConfig, SQLModelCache
+from sqlmodel_cache import BreakerConfig, SQLModelCache, _runtime
 from sqlmodel_cache._breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from sqlmodel_cache._pending import Pending
-from sqlmodel_cache._registry import registry
 from sqlmodel_cache.transport import MemoryTransport, RedisSyncTransport
 
 from .conftest import entries, free_port
 from .heroes import name, rename, seed
-from .models import Hero
 
 TIMEOUT = 0.25
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +112,6 @@ def test_a_probe_that_never_reports_is_replaced():
 
 
 def _runtime_with_clock() -> tuple[Any, Clock]:
-    from sqlmodel_cache import _runtime
 
     SQLModelCache.configure(MemoryTransport(), breaker=BreakerConfig(failures=1, cooldown=5))
     runtime = _runtime.current
@@ -124,15 +121,30 @@ def _runtime_with_clock() -> tuple[Any, Clock]:
     return runtime, clock
 
 
-def test_a_lease_release_that_probes_closes_the_breaker():
+def test_the_probe_runs_in_the_background_not_on_a_request():
     runtime, clock = _runtime_with_clock()
-    info = registry.info(Hero)
-    assert info is not None
-    _, token = runtime.transport.lease("sqlmodelcache:Hero:id=1")
     runtime.breaker.failure()
     assert runtime.breaker.state == "open"
     clock.now = 5.0
-    runtime.release(info, "sqlmodelcache:Hero:id=1", token)  # the first call after the cool-down
+    assert not runtime._ready()  # the request after the cool-down is not the probe
+    runtime.prober.join(5)
+    assert runtime.breaker.state == "closed"  # the background probe read a key
+    assert runtime._ready()
+
+
+def test_a_failed_probe_keeps_the_breaker_open():
+    runtime, clock = _runtime_with_clock()
+    runtime.transport = Flaky()
+    runtime.transport.down = True
+    runtime.breaker.failure()
+    clock.now = 5.0
+    assert not runtime._ready()
+    runtime.prober.join(5)
+    assert runtime.breaker.state == "open" and not runtime._ready()
+    runtime.transport.down = False
+    clock.now = 10.0
+    assert not runtime._ready()
+    runtime.prober.join(5)
     assert runtime.breaker.state == "closed"
 
 
@@ -144,7 +156,9 @@ def test_a_blind_spell_never_leaves_the_breaker_half_open():
     assert not runtime._ready()
     assert runtime.breaker.state == "open"  # no probe was spent on a call never made
     runtime._blind_until = 0.0
-    assert runtime._ready() and runtime.breaker.state == "half-open"
+    assert not runtime._ready()
+    runtime.prober.join(5)
+    assert runtime.breaker.state == "closed" and runtime._ready()
 
 
 # -- real Redis behind a proxy --------------------------------------------------------
@@ -205,10 +219,14 @@ def test_the_breaker_closes_after_the_outage_and_delivers_first(engine, proxy, p
     assert SQLModelCache.stats().breaker == "open"
     proxy.heal()
     time.sleep(0.25)  # the cool-down itself, not a race
+    assert name(engine, 1) == "new"  # from the database: this get starts the probe
+    runtime = _runtime.current
+    assert runtime is not None and runtime.prober is not None
+    runtime.prober.join(5)  # which delivered the deletion, and closed the breaker
+    assert SQLModelCache.stats().breaker == "closed"
     assert name(engine, 1) == "new"
     assert name(engine, 1) == "new"
-    stats = SQLModelCache.stats()
-    assert stats.breaker == "closed" and stats.hits == 1
+    assert SQLModelCache.stats().hits == 1
 
 
 @pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)  # SQLite would lock
@@ -333,7 +351,6 @@ def test_configure_checks_resilience_settings(kwargs, message):
 
 
 def test_a_silent_partition_turns_l1_off_until_the_feed_is_back(engine, proxy, prefix):
-    from sqlmodel_cache import _runtime
 
     seed(engine, (1, "a"))
     SQLModelCache.configure(
@@ -382,7 +399,6 @@ class Flaky:
 
 
 def test_too_many_lost_invalidations_without_delete_model_stop_reads(engine):
-    from sqlmodel_cache import _runtime
 
     seed(engine, (1, "a"), (2, "b"), (3, "c"))
     transport = Flaky()
