@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo services lint typecheck test soak bench clean
+.PHONY: install demo services lint typecheck test soak soak-stateful bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,14 @@ test: install $(FLOOR)/.installed $(NOGREENLET)/.installed services lint typeche
 	$(FLOOR)/bin/pytest -q -p no:cacheprovider
 	$(NOGREENLET)/bin/pytest -q -p no:cacheprovider -m "not greenlet" --ignore=tests/test_async.py
 
-# The stateful test, long: SOAK_EXAMPLES interleavings of SOAK_STEPS steps each.
+# Production soak: gunicorn (4 sync workers, --preload) and uvicorn (2 workers) on
+# PostgreSQL, with a Redis of its own killed, stalled and restarted empty under load.
+# Prints a table and PASS/FAIL verdicts; SOAK_PHASE seconds per phase.
 soak: install services
+	$(BIN)/python benchmarks/soak.py
+
+# The stateful test, long: SOAK_EXAMPLES interleavings of SOAK_STEPS steps each.
+soak-stateful: install services
 	SOAK_EXAMPLES=$${SOAK_EXAMPLES:-400} SOAK_STEPS=$${SOAK_STEPS:-60} \
 		$(BIN)/pytest -q -s -p no:cacheprovider tests/test_stateful.py
 

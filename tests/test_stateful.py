@@ -5,7 +5,7 @@ compares what it returned with what the database holds for that transaction.
 Real PostgreSQL and Redis. The main process has the in-process tier on and reaches Redis
 through a proxy that a rule can cut; the other process (tests/_worker.py) writes and
 reads through its own cache. ``SOAK_EXAMPLES`` / ``SOAK_STEPS`` make the run longer
-(``make soak``); the figures of a run are printed.
+(``make soak-stateful``); the figures of a run are printed.
 """
 
 from __future__ import annotations

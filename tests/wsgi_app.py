@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-import redis
 import sqlalchemy as sa
 from sqlmodel import Session
 
@@ -23,7 +22,7 @@ engine = sa.create_engine(os.environ["DATABASE_URL"])
 # connections.
 os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 SQLModelCache.configure(
-    RedisSyncTransport(redis.Redis.from_url(os.environ["REDIS_URL"])),
+    RedisSyncTransport.from_url(os.environ["REDIS_URL"]),
     key_prefix=os.environ["CACHE_KEY_PREFIX"],
     l1=True,
 )

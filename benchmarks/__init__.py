@@ -1,0 +1,1 @@
+"""Benchmarks and the production soak: scripts run as ``python benchmarks/<name>.py``."""
