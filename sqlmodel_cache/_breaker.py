@@ -14,8 +14,9 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
 
 class Breaker:
-    """Opens after ``failures`` consecutive failures; after ``cooldown`` seconds lets one
-    call through as a probe, which closes it on success and reopens it on failure."""
+    """Opens after ``failures`` consecutive failures (at once when the cache is unreachable);
+    after ``cooldown`` seconds allow() lets one probe through, which closes it on success
+    and reopens it on failure."""
 
     def __init__(
         self, failures: int, cooldown: float, *, timer: Callable[[], float] = time.monotonic
@@ -64,9 +65,9 @@ class Breaker:
             ):
                 if self.state is CLOSED:
                     log.warning(
-                        "cache failed %d times in a row: circuit breaker open, the database "
-                        "answers alone; probing again every %.1f s",
-                        self._failures,
+                        "cache %s: circuit breaker open, the database answers alone; "
+                        "probing it every %.1f s",
+                        "unreachable" if at_once else f"failed {self._failures} times in a row",
                         self._cooldown,
                     )
                 self.state = OPEN
