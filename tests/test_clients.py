@@ -181,7 +181,7 @@ def test_a_dead_redis_costs_async_sessions_one_client_call(engine, proxy, prefix
 
 
 @pytest.mark.parametrize("outage", ["stall", "cut"])
-def test_the_feed_notices_an_outage_on_its_own_connection(engine, proxy, prefix, outage):
+def test_l1_is_off_from_an_outage_until_the_feed_is_back(engine, proxy, prefix, outage):
     # The given client would take 3 s per read and retry three times, 2 s apart:
     # a feed on it would keep L1 serving for many seconds after Redis went away.
     slow = redis.Redis(port=proxy.port, socket_timeout=3, retry=Retry(ConstantBackoff(2), 3))
@@ -194,10 +194,15 @@ def test_the_feed_notices_an_outage_on_its_own_connection(engine, proxy, prefix,
     name(engine, 1)
     assert SQLModelCache.stats().l1_hits == 1
     epoch = runtime.l1.epoch
-    getattr(proxy, outage)()
+    getattr(proxy, outage)()  # a stall: no error, no reply, only the heartbeat can tell
     # A cut is seen at once; a stall after 2 s of silence (reads wait at most 1 s).
     assert runtime.l1.wait_past(epoch, 4)
-    assert not runtime.l1.usable
+    assert not runtime.l1.usable and len(runtime.l1) == 0
+    proxy.heal()
+    assert runtime.feed.subscribed.wait(15)
+    name(engine, 1)
+    name(engine, 1)
+    assert SQLModelCache.stats().l1_hits == 2
 
 
 def _connections_named(name: str) -> int:

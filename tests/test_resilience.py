@@ -350,29 +350,6 @@ def test_configure_checks_resilience_settings(kwargs, message):
         BreakerConfig(failures=0)
 
 
-def test_a_silent_partition_turns_l1_off_until_the_feed_is_back(engine, proxy, prefix):
-
-    seed(engine, (1, "a"))
-    SQLModelCache.configure(
-        RedisSyncTransport(client_for(proxy.port)), key_prefix=prefix, l1=True, breaker=None
-    )
-    runtime = _runtime.current
-    assert runtime is not None and runtime.l1 is not None and runtime.feed is not None
-    assert runtime.feed.subscribed.wait(5)
-    name(engine, 1)
-    name(engine, 1)
-    assert SQLModelCache.stats().l1_hits == 1
-    epoch = runtime.l1.epoch
-    proxy.stall()  # no error, no reply: only the heartbeat can tell
-    assert runtime.l1.wait_past(epoch, 10)
-    assert not runtime.l1.usable and len(runtime.l1) == 0
-    proxy.heal()
-    assert runtime.feed.subscribed.wait(15)
-    name(engine, 1)
-    name(engine, 1)
-    assert SQLModelCache.stats().l1_hits == 2
-
-
 class Flaky:
     """A plain three-method transport that can be switched off (no delete_model)."""
 
