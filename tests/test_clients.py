@@ -17,7 +17,7 @@ import redis.asyncio.retry
 from redis.backoff import ConstantBackoff, ExponentialBackoff
 from redis.retry import Retry
 
-from sqlmodel_cache import ConfigurationError, SQLModelCache, _runtime
+from sqlmodel_cache import ConfigurationError, SQLModelCache, TransportError, _runtime
 from sqlmodel_cache.transport import RedisAsyncTransport, RedisSyncTransport, _clients
 
 from .conftest import REDIS_URL
@@ -81,6 +81,13 @@ def test_from_url_builds_cluster_clients(engine, prefix, sql):
     sql.clear()
     assert name(engine, 1) == "a"
     assert sql.statements == []
+
+
+def test_from_url_of_an_unreachable_cluster_says_so():
+    from .conftest import free_port
+
+    with pytest.raises(TransportError, match=r"cannot reach Redis at 'redis://127\.0\.0\.1:"):
+        RedisSyncTransport.from_url(f"redis://127.0.0.1:{free_port()}", cluster=True)
 
 
 @pytest.mark.greenlet

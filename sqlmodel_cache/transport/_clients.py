@@ -20,9 +20,10 @@ import redis.asyncio.retry
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, TransportError
 
 log = logging.getLogger("sqlmodel_cache")
 
@@ -84,6 +85,8 @@ def from_url(kind: type[Any], url: object, options: dict[str, Any], *, asyncio: 
             pool.connection_class(**pool.connection_kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot build a Redis client for {url!r}: {exc}") from exc
+    except (redis.RedisError, RedisClusterException) as exc:  # a cluster client connects now
+        raise TransportError(f"cannot reach Redis at {url!r}: {exc}", unreachable=True) from exc
     return client
 
 
