@@ -34,7 +34,6 @@ import threading
 import time
 from typing import IO, Any
 
-import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlmodel import Field, Session, SQLModel
@@ -183,13 +182,14 @@ def measure(pg_url: str, redis_url: str, n: int, busy: bool) -> dict[str, Any]:
     url = make_url(pg_url)
     ensure_database(url)
     engine = sa.create_engine(url)
-    client = redis.Redis.from_url(redis_url)
+    transport = RedisSyncTransport.from_url(redis_url)
+    client = transport.client
     prefix = f"smc-prop-{secrets.token_hex(4)}"
     table = SQLModel.metadata.tables[PropRow.__tablename__]
     latencies: list[float] = []
     from_call: list[float] = []
     proc: subprocess.Popen[bytes] | None = None
-    SQLModelCache.configure(RedisSyncTransport(client), default_ttl=600, key_prefix=prefix)
+    SQLModelCache.configure(transport, default_ttl=600, key_prefix=prefix)
     try:
         table.drop(engine, checkfirst=True)
         table.create(engine)
@@ -216,11 +216,11 @@ def measure(pg_url: str, redis_url: str, n: int, busy: bool) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        table.drop(engine, checkfirst=True)  # while configured: it invalidates the model
         SQLModelCache.reset()
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
-        table.drop(engine, checkfirst=True)
         engine.dispose()
     return {
         "reader": "busy" if busy else "idle",

@@ -166,7 +166,10 @@ def warn_if_unbounded(client: AnyClient) -> None:
     if isinstance(client, (RedisCluster, AsyncRedisCluster)):
         timeout = settings_of(client).get("socket_timeout")
     else:
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        # What a connection of this client would get: redis-py's own default applies
+        # when the setting was not given (none before 6.x, 5 s since).
+        pool = client.connection_pool
+        timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
     if timeout is None:
         log.warning(
             "the Redis client has no socket_timeout: a stalled Redis would block requests "
