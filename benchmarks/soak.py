@@ -33,7 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 
@@ -64,11 +66,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: object, what: str, timeout: float = 30) -> None:
+def wait_until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except Exception:  # noqa: BLE001 - not up yet
             pass
@@ -160,7 +162,7 @@ class Servers:
             for name, command in commands.items()
         ]
         for name, port in self.ports.items():
-            wait_until(lambda port=port: request(port, "GET", "/rows/1")[0] == 200, name)
+            wait_until(partial(_answers, port), name)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -168,6 +170,10 @@ class Servers:
         for process in self.processes:
             process.wait(30)
         self._log.close()
+
+
+def _answers(port: int) -> bool:
+    return request(port, "GET", "/rows/1")[0] == 200
 
 
 def request(port: int, method: str, path: str) -> tuple[int, dict[str, int] | None]:
@@ -190,7 +196,7 @@ def request(port: int, method: str, path: str) -> tuple[int, dict[str, int] | No
 @dataclass
 class Phase:
     name: str
-    reads: list[tuple[float, float, int, int]] = field(default_factory=list)  # start, end, row, v
+    reads: list[tuple[float, int, int]] = field(default_factory=list)  # start, row, version
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     stale: int = 0
@@ -256,7 +262,7 @@ class Load:
         with self._lock:
             self.phase.latencies.append(done - start)
             if status == 200 and body is not None:
-                self.phase.reads.append((start, done, row, body["version"]))
+                self.phase.reads.append((start, row, body["version"]))
             else:
                 self.phase.errors += 1
 
@@ -289,7 +295,7 @@ def check_staleness(
             deadlines.append((back + PROPAGATION, version))
         deadlines.sort()
         due.append(([t for t, _ in deadlines], list(accumulate((v for _, v in deadlines), max))))
-    for start, _, row, version in phase.reads:
+    for start, row, version in phase.reads:
         times, versions = due[row]
         index = bisect.bisect_right(times, start)
         if index and versions[index - 1] > version:

@@ -429,7 +429,7 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001
             self._failed("release", info.name, exc)
         else:
-            self.breaker.success()  # this call may have been the breaker's probe
+            self.breaker.success()
 
     # -- invalidation -------------------------------------------------------------
 

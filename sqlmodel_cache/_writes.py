@@ -340,11 +340,13 @@ def _on_commit(conn: Connection) -> None:
         writes.merge(deferred)
     info.pop(TRANSACTION_ISOLATION, None)
     runtime = _runtime.current
-    if writes and runtime is None:
+    if not writes:
+        return
+    if runtime is None:
         _unconfigured(writes)
-    elif writes and runtime is not None:
-        runtime.invalidate_writes(writes)
-        _writes_in(info, _AFTER_COMMIT).merge(writes)
+        return
+    runtime.invalidate_writes(writes)
+    _writes_in(info, _AFTER_COMMIT).merge(writes)
 
 
 def _on_rollback(conn: Connection) -> None:

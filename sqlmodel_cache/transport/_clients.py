@@ -71,14 +71,15 @@ def from_url(kind: type[Any], url: object, options: dict[str, Any], *, asyncio: 
             f"cannot build a Redis client for {url!r}: the path must be a database number"
         )
     settings = {**safe_settings(asyncio=asyncio), **options}
-    if issubclass(kind, (RedisCluster, AsyncRedisCluster)):
+    cluster = issubclass(kind, (RedisCluster, AsyncRedisCluster))
+    if cluster:
         # Cluster clients take no health checks, and the retry is their own business.
         settings.pop("health_check_interval", None)
         if "retry" not in options:
             settings.pop("retry")
     try:
         client = kind.from_url(url, **settings)
-        if not issubclass(kind, (RedisCluster, AsyncRedisCluster)):
+        if not cluster:
             # redis-py only builds a connection at the first command: build one now
             # (no socket is opened) so that an unknown option fails here, by name.
             pool = client.connection_pool
