@@ -274,20 +274,27 @@ def _after_commit(session: Session) -> None:
     if writes is None:
         return
     _unlink(writes)
-    runtime = _runtime.current
-    if not writes:
+    if not _invalidate(writes):
         return
-    if runtime is None:
-        _unconfigured(writes)
-        return
-    # Even with enabled=False: processes that have the cache on must not read stale rows.
-    runtime.invalidate_writes(writes)
     for keyspace in writes.keyspaces():
         bind = session.get_bind(keyspace.mapper)
         if isinstance(bind, Connection) and bind.in_transaction():
             # The session joined a transaction it does not own: the rows are not
             # committed yet. Delete them again when that transaction commits.
             _writes_in(bind.info, _DEFERRED).merge(writes, keyspace)
+
+
+def _invalidate(writes: Writes) -> bool:
+    """Invalidate what a commit wrote; False when nothing was (no writes, or no configure())."""
+    if not writes:
+        return False
+    runtime = _runtime.current
+    if runtime is None:
+        _unconfigured(writes)
+        return False
+    # Even with enabled=False: processes that have the cache on must not read stale rows.
+    runtime.invalidate_writes(writes)
+    return True
 
 
 def _unconfigured(writes: Writes) -> None:
@@ -339,14 +346,8 @@ def _on_commit(conn: Connection) -> None:
     if deferred is not None:
         writes.merge(deferred)
     info.pop(TRANSACTION_ISOLATION, None)
-    runtime = _runtime.current
-    if not writes:
-        return
-    if runtime is None:
-        _unconfigured(writes)
-        return
-    runtime.invalidate_writes(writes)
-    _writes_in(info, _AFTER_COMMIT).merge(writes)
+    if _invalidate(writes):
+        _writes_in(info, _AFTER_COMMIT).merge(writes)
 
 
 def _on_rollback(conn: Connection) -> None:
