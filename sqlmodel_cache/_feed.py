@@ -54,6 +54,7 @@ class Feed:
         self.channel = channel
         self._l1 = l1
         self.origin = origin
+        self._own = (origin + "\n").encode()  # how this process's own messages begin
         # Told of every invalidation another process sends, before L1 drops it.
         self.listeners: list[Callable[[list[str], list[str]], None]] = []
         self.subscribed = threading.Event()
@@ -74,23 +75,27 @@ class Feed:
     def _listen(self) -> None:
         backoff = _POLL
         while not self._stop.is_set():
-            pubsub = self._client.pubsub()
+            # A connection of our own rather than redis-py's PubSub: this thread wakes
+            # on every commit of every process, this one's included, and each wake-up
+            # competes for the GIL with a request waiting on its own reply.
+            conn = self._client.connection_pool.make_connection()
             try:
-                pubsub.subscribe(self.channel)
+                conn.connect()
+                conn.send_command("SUBSCRIBE", self.channel)
                 heard = pinged = time.monotonic()
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=_POLL)
                     now = time.monotonic()
-                    if message is not None:
+                    if conn.can_read(timeout=_POLL):
                         heard = now
-                        if self._apply(message):
+                        reply = conn.read_response(disconnect_on_error=False, push_request=True)
+                        if self._apply(reply):
                             backoff = _POLL
                     elif now - heard > _SILENCE:
                         # A partition may leave the socket open and quiet: without a
                         # reply to our pings, messages could be missed unnoticed.
                         raise ConnectionError(f"no reply from Redis for {_SILENCE} s")
                     if now - pinged >= _PING_EVERY:
-                        pubsub.ping()
+                        conn.send_command("PING")
                         pinged = now
             except Exception as exc:  # noqa: BLE001 - the feed must outlive any error
                 if self.subscribed.is_set():
@@ -101,20 +106,25 @@ class Feed:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
                 with contextlib.suppress(Exception):  # closing a broken connection
-                    pubsub.close()
+                    conn.disconnect()
         self._l1.suspend()
 
-    def _apply(self, message: dict[str, Any]) -> bool:
-        """Act on one pub/sub message; True when it confirms the subscription."""
-        if message["type"] == "subscribe":
+    def _apply(self, reply: Any) -> bool:
+        """Act on one reply on the subscription; True when it confirms the subscription."""
+        if not isinstance(reply, list) or len(reply) != 3:  # hiredis gives a list subclass
+            return False  # a PING's reply: heard is all it says
+        kind, _channel, data = reply
+        if kind == b"message":
+            if data.startswith(self._own):
+                return False  # this process dropped those rows already
+            _origin, keys, prefixes = parse(data)
+            for listener in self.listeners:
+                listener(keys, prefixes)
+            self._l1.drop(keys, prefixes)
+            return False
+        if kind == b"subscribe":
             # Anything cached before this moment may have missed a message.
             self._l1.resume()
             self.subscribed.set()
             return True
-        if message["type"] == "message":
-            origin, keys, prefixes = parse(message["data"])
-            if origin != self.origin:
-                for listener in self.listeners:
-                    listener(keys, prefixes)
-                self._l1.drop(keys, prefixes)
         return False

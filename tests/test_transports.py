@@ -1,5 +1,6 @@
 """The shipped transports, MemoryTransport on its own and RedisSyncTransport on real Redis."""
 
+import asyncio
 import threading
 
 import pytest
@@ -8,7 +9,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sqlmodel_cache import ConfigurationError, TransportError
-from sqlmodel_cache.transport import MemoryTransport, RedisSyncTransport
+from sqlmodel_cache.transport import MemoryTransport, RedisAsyncTransport, RedisSyncTransport
 
 
 class Clock:
@@ -86,3 +87,80 @@ def test_redis_errors_become_transport_errors():
     ):
         with pytest.raises(TransportError, match=r"Redis .* failed"):
             call()
+
+
+def _lease_protocol(transport, key: str) -> None:
+    """lease -> fill, a second reader, a hit, delete defeating a fill, release."""
+    value, token = transport.lease(key)
+    assert value is None and token is not None
+    assert transport.lease(key) == (None, None)  # another reader: no lease for it
+    assert transport.fill(key, token, b"[row]", 30)
+    assert transport.lease(key) == (b"[row]", None)
+    transport.delete(key)
+    _, token = transport.lease(key)
+    transport.delete(key)  # a commit after the read: the fill must not land
+    assert not transport.fill(key, token, b"[stale]", 30)
+    assert transport.get(key) is None
+    _, token = transport.lease(key)
+    transport.release(key, token)
+    assert transport.get(key) is None
+    assert transport.lease(key)[1] is not None  # the next reader may fill at once
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["set-nx-get", "script"])
+def test_redis_leases_with_set_nx_get_and_with_the_script(redis_client, prefix, native):
+    transport = RedisSyncTransport(redis_client)
+    transport._native_lease = native  # the script is what servers before 7.0 get
+    _lease_protocol(transport, f"{prefix}:row")
+    assert transport._native_lease is native
+
+
+class _BeforeSeven(redis.Redis):
+    """A client whose server answers SET ... NX GET as Redis 6 does (the only reply
+    faked here; every other command reaches the real server)."""
+
+    def execute_command(self, *args, **options):
+        if args[:1] == ("SET",) and "NX" in args and "GET" in args:
+            raise redis.ResponseError("ERR syntax error")
+        return super().execute_command(*args, **options)
+
+
+def test_a_server_without_set_nx_get_gets_the_lease_script(redis_client, prefix):
+    settings = redis_client.connection_pool.connection_kwargs
+    client = _BeforeSeven(host=settings["host"], port=settings["port"], db=settings["db"])
+    transport = RedisSyncTransport(client)
+    _lease_protocol(transport, f"{prefix}:row")
+    assert transport._native_lease is False
+    client.close()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["set-nx-get", "script"])
+def test_async_redis_leases_with_set_nx_get_and_with_the_script(redis_client, prefix, native):
+    settings = redis_client.connection_pool.connection_kwargs
+    url = f"redis://{settings['host']}:{settings['port']}/{settings['db']}"
+
+    class Awaited:
+        """The async transport's lease protocol, each call run to completion."""
+
+        def __init__(self, transport: RedisAsyncTransport) -> None:
+            self.transport = transport
+
+        def __getattr__(self, name: str):
+            method = getattr(self.transport, name)
+            return lambda *args: loop.run_until_complete(method(*args))
+
+    transport = RedisAsyncTransport.from_url(url)
+    transport._native_lease = native
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        _lease_protocol(Awaited(transport), f"{prefix}:row")
+    assert transport._native_lease is native
+
+
+def test_a_client_that_decodes_replies_is_refused(redis_client):
+    settings = redis_client.connection_pool.connection_kwargs
+    decoding = redis.Redis(host=settings["host"], port=settings["port"], decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        RedisSyncTransport(decoding)
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        RedisAsyncTransport.from_url("redis://127.0.0.1:6379/0", decode_responses=True)

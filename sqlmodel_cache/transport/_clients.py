@@ -153,11 +153,21 @@ def feed_client(client: redis.Redis | RedisCluster) -> redis.Redis:
         socket_connect_timeout=FEED_TIMEOUT,
         health_check_interval=0,
         retry=Retry(NoBackoff(), 0),
+        decode_responses=False,  # the feed reads bytes
     )
     return redis.Redis(**settings)
 
 
 _warned: set[str] = set()  # what was warned of, once per process
+
+
+def check_bytes(client: AnyClient, transport: str) -> None:
+    """Entries are bytes: a client that decodes replies to str cannot read them."""
+    if settings_of(client).get("decode_responses"):
+        raise ConfigurationError(
+            f"{transport} needs a client with decode_responses=False (cache entries are "
+            "bytes); give it a client of its own"
+        )
 
 
 def warn_if_unbounded(client: AnyClient) -> None:

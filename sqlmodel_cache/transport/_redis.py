@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import threading
 from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
@@ -17,7 +18,7 @@ from redis.cluster import RedisCluster
 from .._errors import ConfigurationError, TransportError
 from .._forks import reset_after_fork
 from ._base import LEASE_MARK, new_lease_token
-from ._clients import async_twin, from_url, sync_twin, warn_if_unbounded
+from ._clients import async_twin, check_bytes, from_url, sync_twin, warn_if_unbounded
 
 # Every script touches one key, so they run on Redis Cluster too. They are sent
 # once and then called by SHA (redis-py's Script loads them again if needed).
@@ -75,6 +76,54 @@ def _lease_reply(found: Any, token: bytes) -> tuple[bytes | None, bytes | None]:
     return found, None
 
 
+# The lease in one native command, cheaper than a script: SET NX GET answers the
+# value (a hit), another reader's lease, or nil once it installed ours. Redis
+# before 7.0 refuses NX with GET; the transport then uses the script for good.
+def _lease_command(key: str, token: bytes, lease_ms: int) -> tuple[Any, ...]:
+    return ("SET", key, token, "NX", "GET", "PX", lease_ms)
+
+
+def _has_native_lease(exc: redis.ResponseError) -> bool:
+    """False when exc is the server refusing SET NX GET; else re-raises it."""
+    if "syntax error" not in str(exc).lower():
+        raise exc
+    return False
+
+
+def _native_reply(found: Any, token: bytes) -> tuple[bytes | None, bytes | None]:
+    if found is None:
+        return None, token
+    if found.startswith(LEASE_MARK):
+        return None, None
+    return found, None
+
+
+# redis-py before 6 requires a command name to check a connection out.
+_CHECKOUT_ARGS = (
+    ("PUBLISH",)
+    if inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+    else ()
+)
+
+
+def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> None:
+    """Send commands in one write and read their replies: a pipeline without its
+    per-command bookkeeping (this runs on every commit)."""
+    pool = client.connection_pool
+    conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
+    try:
+
+        def exchange() -> None:
+            conn.send_packed_command(conn.pack_commands(commands))
+            for _ in commands:
+                conn.read_response()
+
+        conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
+    finally:
+        pool.release(conn)
+
+
 def _glob_escape(text: str) -> str:
     """Escape Redis glob metacharacters so a prefix matches literally."""
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
@@ -96,12 +145,14 @@ class RedisSyncTransport:
             raise ConfigurationError(
                 f"RedisSyncTransport needs a redis.Redis or RedisCluster client, got {client!r}"
             )
+        check_bytes(client, "RedisSyncTransport")
         warn_if_unbounded(client)
         self.client = client
         self._lease_ms = _lease_ms(lease_ttl)
         self._lease_script = client.register_script(_LEASE)
         self._fill_script = client.register_script(_FILL)
         self._release_script = client.register_script(_RELEASE)
+        self._native_lease = True  # until the server says it has no SET NX GET
 
     @classmethod
     def from_url(
@@ -134,6 +185,16 @@ class RedisSyncTransport:
     def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
         token = new_lease_token()
         with _LEASE_OP:
+            if self._native_lease:
+                try:
+                    client: Any = self.client
+                    found = client.execute_command(
+                        *_lease_command(key, token, self._lease_ms), get=True
+                    )
+                except redis.ResponseError as exc:
+                    self._native_lease = _has_native_lease(exc)
+                else:
+                    return _native_reply(found, token)
             found = self._lease_script(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
         return _lease_reply(found, token)
 
@@ -158,11 +219,8 @@ class RedisSyncTransport:
                     pipe.execute()
                 self.client.publish(channel, message)
                 return
-            plain = self.client.pipeline(transaction=False)
-            if keys:
-                plain.delete(*keys)
-            plain.publish(channel, message)
-            plain.execute()
+            publish = ("PUBLISH", channel, message)
+            _send_all(self.client, [("DEL", *keys), publish] if keys else [publish])
 
     def delete_model(self, prefix: str) -> None:
         with _SCAN_OP:
@@ -225,6 +283,7 @@ class RedisAsyncTransport:
                 "RedisAsyncTransport needs a redis.asyncio.Redis or RedisCluster client, "
                 f"got {client!r}"
             )
+        check_bytes(client, "RedisAsyncTransport")
         warn_if_unbounded(client)
         self.client = client
         self._lease_ms = _lease_ms(lease_ttl)
@@ -233,6 +292,7 @@ class RedisAsyncTransport:
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._binding = threading.Lock()
         self._given_client_used = False
+        self._native_lease = True  # until the server says it has no SET NX GET
         reset_after_fork(self)
 
     @classmethod
@@ -285,8 +345,18 @@ class RedisAsyncTransport:
 
     async def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
         token = new_lease_token()
+        bound = self._bound()
         with _LEASE_OP:
-            found = await self._bound().lease(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
+            if self._native_lease:
+                try:
+                    found = await bound.client.execute_command(
+                        *_lease_command(key, token, self._lease_ms), get=True
+                    )
+                except redis.ResponseError as exc:
+                    self._native_lease = _has_native_lease(exc)
+                else:
+                    return _native_reply(found, token)
+            found = await bound.lease(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
         return _lease_reply(found, token)
 
     async def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
