@@ -15,7 +15,17 @@ from sqlalchemy.util import await_only
 
 from ._compat import in_greenlet
 
-_METHODS = ("get", "set", "delete", "lease", "fill", "release", "delete_model", "invalidate")
+_METHODS = (
+    "get",
+    "set",
+    "delete",
+    "lease",
+    "fill",
+    "fill_many",
+    "release",
+    "delete_model",
+    "invalidate",
+)
 
 
 def _bridged(awaitable: Callable[..., Any], blocking: Callable[..., Any]) -> Callable[..., Any]:

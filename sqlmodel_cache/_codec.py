@@ -174,6 +174,10 @@ def encode_value(value: Any, enums: dict[str, type[enum.Enum]], depth: int = 0) 
         return ["~"]
     if isinstance(value, enum.Enum):
         return _enum_tag(value, enums)
+    if isinstance(value, uuid.UUID):
+        # asyncpg loads its own subclass; psycopg, in another process, loads uuid.UUID from
+        # the same entry. Served as uuid.UUID (equal; Uuid's python_type).
+        return ["u", value.hex]
     raise Unencodable(f"{_type_name(kind)} values have no exact form")
 
 

@@ -124,6 +124,14 @@ def autoflushes(state: ORMExecuteState) -> bool:
     return bool(state.load_options._autoflush)
 
 
+def clean_for_get(session: Session) -> bool:
+    """Whether a get in session would run bare: nothing for its autoflush to flush, and
+    no session-wide execution options (SQLAlchemy 2.1) to merge into it."""
+    if getattr(session, "execution_options", None):
+        return False
+    return not session.autoflush or session._is_clean()
+
+
 def autoflush(session: Session) -> None:
     """Flush as a query would before running (returning a result skips it)."""
     session._autoflush()

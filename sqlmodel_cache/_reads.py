@@ -22,12 +22,14 @@ from . import _compat, _registry, _runtime
 from ._codec import ABSENT, mutable_positions, thaw
 from ._config import check_ttl
 from ._errors import ConfigurationError
-from ._registry import ModelInfo
+from ._flights import Flight
+from ._registry import ModelInfo, registry
 from ._writes import (
     SESSION_ISOLATION,
     TRANSACTION_ISOLATION,
     Writes,
     began_after,
+    defer_fill,
     mark,
     writes_of,
 )
@@ -122,7 +124,7 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
     runtime = _runtime.current
     if runtime is None:
         raise ConfigurationError(_runtime.NOT_CONFIGURED)
-    reason = _session_reason(state, info, runtime)
+    reason = _session_reason(state.session, state.execution_options, info, runtime)
     if reason is not None:
         runtime.stats.bypass(info.name, reason)
         return None
@@ -144,16 +146,59 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
     return _fly(state, runtime, info, body, key, epoch, ttl, writes)
 
 
+NOT_HERE: Any = object()  # recall_get's answer when the ORM must run the get
+
+
+def recall_get(session: Session, entity: Any, ident: Any, *, connect: bool = True) -> Any:
+    """``session.get(entity, ident)`` answered from L1 before SQLAlchemy builds a statement,
+    or NOT_HERE. Only where the ORM's own get would come to the same hit: no object of that
+    identity in the session, nothing to autoflush, no hook of anyone else's on the
+    statement, and the session's reasons checked as for any get. Sends nothing anywhere
+    (connect=False: not even to learn an isolation level), so AsyncSession may call it."""
+    runtime = _runtime.current
+    if runtime is None or not isinstance(entity, type):
+        return NOT_HERE  # the ORM's path says what is wrong, or handles mappers
+    info = registry.info(entity)
+    if info is None or info.problem is not None:
+        return NOT_HERE
+    if runtime.l1_for(info) is None or info.mapper.always_refresh:
+        return NOT_HERE
+    if not connect and any(member.eager for member, _ in info.family.values()):
+        return NOT_HERE  # loading them would be I/O outside SQLAlchemy's greenlet
+    values = list(ident) if type(ident) in (tuple, list) else [ident]
+    if len(values) != len(info.param_keys) or None in values:
+        return NOT_HERE
+    if (info.identity_class, tuple(values), None) in session.identity_map:
+        return NOT_HERE  # the ORM's identity rules (expired, deleted, another class...)
+    if len(session.dispatch.do_orm_execute) != 1 or not _compat.clean_for_get(session):
+        return NOT_HERE
+    if _session_reason(session, {}, info, runtime, connect=connect) is not None:
+        return NOT_HERE  # counted when the ORM's path meets it
+    body = info.template.body(values)
+    writes = writes_of(session)
+    if writes and writes.touches(info, body):
+        return NOT_HERE
+    found, _epoch = runtime.recall(info, runtime.prefix + body)
+    if found is None:
+        return NOT_HERE
+    return _instance(session, *found)
+
+
 def _session_reason(
-    state: ORMExecuteState, info: ModelInfo, runtime: _runtime.Runtime
+    session: Session,
+    call_options: Mapping[str, Any],
+    info: ModelInfo,
+    runtime: _runtime.Runtime,
+    *,
+    connect: bool = True,
 ) -> str | None:
     """Why this get may not use the cache, given the configuration, the call, the session,
-    its connection, the engine and the isolation level."""
+    its connection, the engine and the isolation level. Without connect, a level that
+    only a connection could tell is a reason too (UNKNOWN)."""
     if not (runtime.enabled and info.config.enabled):
         return "disabled"
-    if not _cache_option(state.execution_options):
+    if not _cache_option(call_options):
         return "cache_option"
-    session = state.session
     bind = session.get_bind(info.mapper)
     if isinstance(bind, Connection):
         # A session on a caller's connection may share an outer transaction whose
@@ -168,10 +213,17 @@ def _session_reason(
     reason = _foreign_option(options)
     if reason is not None:
         return reason
-    if not runtime.snapshot_isolation and _snapshot_isolated(session, info, bind, conn):
-        # A hit would skip the transaction's snapshot and its predicate locks.
-        return "isolation"
+    if not runtime.snapshot_isolation:
+        snapshot = _snapshot_isolated(session, info, bind, conn, connect=connect)
+        if snapshot is None:
+            return UNKNOWN
+        if snapshot:
+            # A hit would skip the transaction's snapshot and its predicate locks.
+            return "isolation"
     return None
+
+
+UNKNOWN = "unknown"  # not known without I/O
 
 
 _SNAPSHOT_LEVELS = frozenset({"REPEATABLE READ", "SERIALIZABLE", "SNAPSHOT"})
@@ -191,8 +243,8 @@ def isolation_level(conn: Connection) -> str | None:
 
 
 def _snapshot_isolated(
-    session: Session, info: ModelInfo, bind: Any, conn: Connection | None
-) -> bool:
+    session: Session, info: ModelInfo, bind: Any, conn: Connection | None, *, connect: bool
+) -> bool | None:
     """Whether the get runs in a REPEATABLE READ / SERIALIZABLE transaction of a server
     database (SQLite's SERIALIZABLE serializes writers, and reads run outside a
     transaction until the first write: no skew a hit could cause)."""
@@ -205,6 +257,8 @@ def _snapshot_isolated(
         level = bind.get_execution_options().get("isolation_level")
         level = level or getattr(dialect, "default_isolation_level", None)  # set on connect
         if level is None:  # the engine never connected: its default is not known yet
+            if not connect:
+                return None
             level = isolation_level(session.connection(bind_arguments={"mapper": info.mapper}))
     return level in _SNAPSHOT_LEVELS
 
@@ -249,7 +303,9 @@ def _fly(
             if flight.future is not None:  # somebody follows: give them their own copy
                 shared = _shareable(*found)
             return _hit(session, info, *found)
-        result, shared = _load(state, runtime, info, body, key, token, why_not, epoch, ttl, writes)
+        result, shared = _load(
+            state, runtime, info, body, key, token, why_not, epoch, ttl, writes, flight
+        )
         return result
     finally:
         runtime.flights.finish(key, flight, shared)
@@ -266,8 +322,12 @@ def _load(
     epoch: int,
     ttl: int,
     writes: Writes | None,
+    flight: Flight,
 ) -> tuple[Result[Any], Shared | None]:
-    """A miss: read the database, fill when allowed; returns the result and the filled row."""
+    """A miss: read the database, fill when allowed; returns the result and the row to
+    share with followers (only a row stored under the lease: the lease proves that no
+    invalidation came in between). Nobody following, the fill waits for the end of the
+    transaction, to go out with its other fills and its invalidations in one round trip."""
     reason: str | None = None
     if token is None:
         reason = why_not or _runtime.UNAVAILABLE
@@ -286,7 +346,13 @@ def _load(
             reason = row
         else:
             member, values = row
-            filled = runtime.fill(info, member, key, token, values, ttl, epoch)
+            fill = runtime.prepare(info, member, key, token, values, ttl, epoch)
+            if fill is None:
+                return frozen(), None
+            if flight.future is None:
+                defer_fill(state.session, runtime, fill)
+                return frozen(), None
+            filled = runtime.fill([fill])[0]
             return frozen(), _shareable(member, values) if filled else None
     if reason is not None:
         runtime.stats.unfilled(info.name, reason)
@@ -326,8 +392,15 @@ _IN_TRANSACTION: dict[str, Callable[[Any], bool]] = {
 
 
 def _hit(session: Session, info: ModelInfo, member: ModelInfo, values: list[Any]) -> Result[Any]:
+    """A clean persistent instance of member's class from cached values, as the result
+    of a get of info's class."""
+    obj = _instance(session, member, values)
+    return IteratorResult(info.result_metadata, iter((obj,)), _source_supports_scalars=True)
+
+
+def _instance(session: Session, member: ModelInfo, values: list[Any]) -> Any:
     """A clean persistent instance of member's class from cached values, as the ORM's
-    loader makes one, as the result of a get of info's class."""
+    loader makes one (or the one the identity map holds)."""
     identity = (member.identity_class, tuple(values[i] for i in member.pk_positions), None)
     obj = session.identity_map.get(identity)
     if obj is None:
@@ -348,7 +421,7 @@ def _hit(session: Session, info: ModelInfo, member: ModelInfo, values: list[Any]
             # The mapper eager-loads these on a database load; a hit must not leave
             # them for an implicit lazy load (MissingGreenlet under AsyncSession).
             getattr(obj, relationship)
-    return IteratorResult(info.result_metadata, iter((obj,)), _source_supports_scalars=True)
+    return obj
 
 
 def _row_values(

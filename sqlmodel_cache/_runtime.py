@@ -52,6 +52,33 @@ OTHER_CLASS = "other_class"
 Found = tuple[ModelInfo, list[Any]]  # a row: its class, and its column values
 
 
+class Fill:
+    """A row read under a lease, encoded, waiting to be stored; entry is its L1 form
+    (None when its model has no L1)."""
+
+    __slots__ = ("body", "entry", "epoch", "info", "key", "payload", "token", "ttl")
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        body: str,
+        key: str,
+        token: bytes,
+        payload: bytes,
+        ttl: int,
+        epoch: int,
+        entry: tuple[ModelInfo, list[Any], tuple[int, ...]] | None,
+    ) -> None:
+        self.info = info
+        self.body = body
+        self.key = key
+        self.token = token
+        self.payload = payload
+        self.ttl = ttl
+        self.epoch = epoch
+        self.entry = entry
+
+
 def complete(values: list[Any], required: Iterable[int] | None) -> bool:
     """Whether values hold every column a get needs (None: a whole row by construction)."""
     return required is None or all(values[i] is not ABSENT for i in required)
@@ -122,7 +149,8 @@ class Runtime:
         # publishing invalidations to other processes' L1 when it can publish.
         self.leasing = isinstance(transport, LeasingTransport)
         self._fetch = self._lease if self.leasing else self._get
-        self._store = transport.fill if self.leasing else self._set
+        self._store = self._store_guarded if self.leasing else self._store_unguarded
+        self._fill_many = getattr(transport, "fill_many", None)
         self.channel = channel_of(settings.key_prefix) if hasattr(transport, "invalidate") else None
         self._delete_model = getattr(transport, "delete_model", None)
 
@@ -247,16 +275,25 @@ class Runtime:
         if self.pending.waiting:
             self._deliver_pending(wait=True)
 
-    def _send(self, keys: Sequence[str], prefixes: Sequence[str]) -> None:
-        """Delete keys and prefixes in L2 and tell the other processes."""
+    def _send(
+        self, keys: Sequence[str], prefixes: Sequence[str], fills: Sequence[Fill] = ()
+    ) -> list[bool]:
+        """Delete keys and prefixes in L2 and tell the other processes; then store fills
+        (keys none of them deletes), in the same round trip where the transport can.
+        Whether each fill was stored."""
         for prefix in prefixes:
             assert self._delete_model is not None
             self._delete_model(prefix)
         if self.channel is not None:
             if keys or prefixes:
-                self.transport.invalidate(keys, self.channel, message(self.origin, keys, prefixes))
+                news = message(self.origin, keys, prefixes)
+                if fills and self.leasing:
+                    items = [(f.key, f.token, f.payload, f.ttl) for f in fills]
+                    return self.transport.invalidate(keys, self.channel, news, items)  # type: ignore[no-any-return]
+                self.transport.invalidate(keys, self.channel, news)
         elif keys:
             self.transport.delete(*keys)
+        return self._store(fills) if fills else []
 
     # -- reads and fills ---------------------------------------------------------
 
@@ -265,10 +302,6 @@ class Runtime:
 
     def _lease(self, key: str) -> tuple[bytes | None, bytes | None]:
         return self.transport.lease(key)  # type: ignore[no-any-return]
-
-    def _set(self, key: str, _token: bytes, value: bytes, ttl: int) -> bool:
-        self.transport.set(key, value, ttl)
-        return True
 
     def recall(self, info: ModelInfo, key: str) -> tuple[Found | None, int]:
         """((member, values), _) from the in-process tier, else (None, the L1 epoch to fill
@@ -358,7 +391,7 @@ class Runtime:
                 "ignoring an unreadable cache entry for %s (%s); it is replaced", info.name, key
             )
 
-    def fill(
+    def prepare(
         self,
         info: ModelInfo,
         member: ModelInfo,
@@ -367,39 +400,69 @@ class Runtime:
         values: list[Any],
         ttl: int,
         epoch: int,
-    ) -> bool:
-        """Store a row of class member, read by a get of info, under key if token still
-        allows it; True when stored."""
+    ) -> Fill | None:
+        """A row of class member, read by a get of info under key's lease, made ready to
+        store: encoded now, since the caller's instance may change its values later.
+        None (and the lease released) when the row cannot be cached."""
         try:
             payload = member.codec.encode(values)
         except Unencodable as exc:
             self.stats.unfilled(info.name, f"uncacheable:{exc.column}")
             self._uncacheable(member, exc)
             self.release(info, key, token)
-            return False
+            return None
         if len(payload) > self.max_entry_bytes:
             self.stats.unfilled(info.name, "too_large")
             self.release(info, key, token)
-            return False
+            return None
+        entry = None
+        if self.l1_for(info) is not None:
+            positions = mutable_positions(values)
+            entry = (member, thaw(values, positions), positions)
+        return Fill(info, key[len(self.prefix) :], key, token, payload, ttl, epoch, entry)
+
+    def fill(self, fills: Sequence[Fill]) -> list[bool]:
+        """Store rows under their leases, in one round trip where the transport can;
+        whether each was stored (False: a lease was lost, or the cache unreachable)."""
         if not self._ready():
-            self.stats.unfilled(info.name, UNAVAILABLE)
-            return False
+            return self._unfilled(fills)
         try:
-            stored = self._store(key, token, payload, ttl)
+            stored = self._store(fills)
         except Exception as exc:  # noqa: BLE001
-            self._failed("fill", info.name, exc)
-            self.stats.unfilled(info.name, UNAVAILABLE)
-            return False
+            self._failed("fill", fills[0].info.name, exc)
+            return self._unfilled(fills)
         self.breaker.success()
-        if not stored:  # an invalidation took the lease: the row may be stale already
-            self.stats.unfilled(info.name, "lease_lost")
-            return False
-        self._longest_ttl = max(self._longest_ttl, ttl)
-        self.stats.fill(info.name)
-        l1 = self.l1_for(info)
-        if l1 is not None:
-            self._remember(l1, key, member, values, epoch)
-        return True
+        return self._stored(fills, stored)
+
+    def _unfilled(self, fills: Sequence[Fill]) -> list[bool]:
+        for fill in fills:
+            self.stats.unfilled(fill.info.name, UNAVAILABLE)
+        return [False] * len(fills)
+
+    def _stored(self, fills: Sequence[Fill], stored: Sequence[bool]) -> list[bool]:
+        """Count what a store did and keep the stored rows in L1."""
+        for fill, ok in zip(fills, stored):
+            name = fill.info.name
+            if not ok:  # an invalidation took the lease: the row may be stale already
+                self.stats.unfilled(name, "lease_lost")
+                continue
+            self._longest_ttl = max(self._longest_ttl, fill.ttl)
+            self.stats.fill(name)
+            l1 = self.l1_for(fill.info)
+            if l1 is not None and fill.entry is not None:
+                l1.put(fill.key, fill.entry, fill.epoch)
+        return list(stored)
+
+    def _store_guarded(self, fills: Sequence[Fill]) -> list[bool]:
+        items = [(f.key, f.token, f.payload, f.ttl) for f in fills]
+        if self._fill_many is not None:
+            return self._fill_many(items)  # type: ignore[no-any-return]
+        return [self.transport.fill(*item) for item in items]
+
+    def _store_unguarded(self, fills: Sequence[Fill]) -> list[bool]:
+        for fill in fills:
+            self.transport.set(fill.key, fill.payload, fill.ttl)
+        return [True] * len(fills)
 
     def _uncacheable(self, info: ModelInfo, exc: Unencodable) -> None:
         """Say once per model, loudly, which column keeps its rows out of the cache."""
@@ -443,11 +506,21 @@ class Runtime:
         if keys:
             self._invalidate(names, keys, ())
 
-    def invalidate_writes(self, writes: Writes) -> None:
-        """Delete every entry a committed transaction's writes made stale."""
-        self.invalidate((space, body) for space, bodies in writes.rows.items() for body in bodies)
+    def invalidate_writes(self, writes: Writes, fills: Sequence[Fill] = ()) -> None:
+        """Delete every entry a committed transaction's writes made stale, then store the
+        rows it read and did not write (fills), in one round trip where the transport can."""
+        keys: list[str] = []
+        names: list[str] = []
+        for space, bodies in writes.rows.items():
+            for body in bodies:
+                keys.append(self.prefix + body)
+                names.append(space.name)
         if writes.whole:
             self.invalidate_models(writes.whole)
+        if keys:
+            self._invalidate(names, keys, (), fills)
+        elif fills:
+            self.fill(fills)
 
     def invalidate_models(self, keyspaces: Iterable[Keyspace]) -> None:
         """Delete every entry of these keyspaces (writes whose rows are unknown)."""
@@ -468,20 +541,29 @@ class Runtime:
                 continue
             self._invalidate([info.name], [], (prefix,))
 
-    def _invalidate(self, names: list[str], keys: list[str], prefixes: tuple[str, ...]) -> None:
+    def _invalidate(
+        self,
+        names: list[str],
+        keys: list[str],
+        prefixes: tuple[str, ...],
+        fills: Sequence[Fill] = (),
+    ) -> None:
         self.flights.invalidated(keys, prefixes)  # no reader may take a row loaded before
         if not self._ready():
             self.pending.add(keys, prefixes)  # delivered before the next read or fill
+            self._unfilled(fills)
         else:
             try:
-                self._send(keys, prefixes)
+                stored = self._send(keys, prefixes, fills)
             except Exception as exc:  # noqa: BLE001
                 self.pending.add(keys, prefixes)
                 self._failed("invalidate", names[0], exc)
+                self._unfilled(fills)
             else:
                 self.breaker.success()
                 for name in names:
                     self.stats.invalidated(name)
+                self._stored(fills, stored)
         if self.l1 is not None:  # after L2, so a reader cannot bring the old row back
             self.l1.drop(keys, prefixes)
 

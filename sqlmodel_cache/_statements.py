@@ -74,6 +74,12 @@ def is_read(sql: str) -> bool:
     return word == "ROLLBACK" and _ROLLBACK_TO.match(sql) is not None
 
 
+def creates_only(sql: str) -> bool:
+    """Whether SQL text is one CREATE statement (a table, an index...): it changes no row
+    that exists. Anything after a ';' might, so such text does not count."""
+    return first_word(sql) == "CREATE" and ";" not in sql.rstrip().rstrip(";")
+
+
 def isolation_set(sql: str) -> tuple[str, str] | None:
     """("transaction" | "session", LEVEL) when SQL sets an isolation level, else None."""
     found = _TRANSACTION_LEVEL.match(sql)

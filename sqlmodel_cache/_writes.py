@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,13 @@ _LINK = "_sqlmodel_cache_session_writes"
 _OWN = "_sqlmodel_cache_connection_writes"
 _DEFERRED = "_sqlmodel_cache_deferred"
 _AFTER_COMMIT = "_sqlmodel_cache_after_commit"
+# session.info key of the fills waiting for the end of the session's transaction.
+_FILLS = "_sqlmodel_cache_fills"
+# Deferred fills go out early once this many wait or the first has waited this long
+# (seconds): a long transaction must not hold its leases, which stop other readers
+# filling, until they expire.
+_FILLS_MAX = 100
+_FILLS_AGE = 0.5
 TRANSACTION_ISOLATION = "_sqlmodel_cache_transaction_isolation"
 SESSION_ISOLATION = "_sqlmodel_cache_session_isolation"
 # Execution option of a statement whose rows the ORM layer recorded itself.
@@ -167,6 +175,8 @@ def _record(
     writes.dirty = True
     if targets is None:
         _note_isolation(conn, sql)
+        if _statements.creates_only(sql):
+            return  # create_all() at startup, say: no cached row changes
         pattern, tables = registry.tables_named()
         targets = [(t, None) for name in _statements.mentioned(sql, pattern) for t in tables[name]]
     elif context is not None and context.execution_options.get(TRACKED):
@@ -266,15 +276,54 @@ def _unlink(writes: Writes) -> None:
     writes.connections.clear()
 
 
+# -- fills deferred to the end of the transaction ----------------------------------------
+
+
+class _Deferred:
+    """The fills a session's transaction keeps for its end, and the runtime they are for."""
+
+    __slots__ = ("fills", "runtime", "since")
+
+    def __init__(self, runtime: _runtime.Runtime) -> None:
+        self.runtime = runtime
+        self.fills: list[_runtime.Fill] = []
+        self.since = time.monotonic()
+
+
+def defer_fill(session: Session, runtime: _runtime.Runtime, fill: _runtime.Fill) -> None:
+    """Keep a fill for the end of the session's transaction (commit, rollback or close)."""
+    deferred = session.info.get(_FILLS)
+    if deferred is None or deferred.runtime is not runtime:
+        deferred = session.info[_FILLS] = _Deferred(runtime)
+    deferred.fills.append(fill)
+    if len(deferred.fills) >= _FILLS_MAX or time.monotonic() - deferred.since > _FILLS_AGE:
+        del session.info[_FILLS]
+        runtime.fill(deferred.fills)
+
+
+def _fills_of(session: Session) -> list[_runtime.Fill]:
+    """The fills the session's transaction deferred, if the runtime they are for is current."""
+    deferred: _Deferred | None = session.info.pop(_FILLS, None)
+    if deferred is None or deferred.runtime is not _runtime.current:
+        return []  # reset() or configure() since: their leases just expire
+    return deferred.fills
+
+
 # -- when it ends ----------------------------------------------------------------------
 
 
 def _after_commit(session: Session) -> None:
+    fills = _fills_of(session)
     writes = session.info.pop(_WRITES, None)
-    if writes is None:
+    if writes is not None:
+        _unlink(writes)
+    if not writes:
+        _fill(fills)
         return
-    _unlink(writes)
-    if not _invalidate(writes):
+    if fills:
+        # A row the transaction wrote is only invalidated: what it read is old now.
+        fills = [f for f in fills if not writes.touches(f.info, f.body)]
+    if not _invalidate(writes, fills):
         return
     for keyspace in writes.keyspaces():
         bind = session.get_bind(keyspace.mapper)
@@ -284,8 +333,9 @@ def _after_commit(session: Session) -> None:
             _writes_in(bind.info, _DEFERRED).merge(writes, keyspace)
 
 
-def _invalidate(writes: Writes) -> bool:
-    """Invalidate what a commit wrote; False when nothing was (no writes, or no configure())."""
+def _invalidate(writes: Writes, fills: Sequence[_runtime.Fill] = ()) -> bool:
+    """Invalidate what a commit wrote, then store fills; False when nothing was
+    invalidated (no writes, or no configure())."""
     if not writes:
         return False
     runtime = _runtime.current
@@ -293,8 +343,14 @@ def _invalidate(writes: Writes) -> bool:
         _unconfigured(writes)
         return False
     # Even with enabled=False: processes that have the cache on must not read stale rows.
-    runtime.invalidate_writes(writes)
+    runtime.invalidate_writes(writes, fills)
     return True
+
+
+def _fill(fills: Sequence[_runtime.Fill]) -> None:
+    runtime = _runtime.current
+    if fills and runtime is not None:
+        runtime.fill(fills)
 
 
 def _unconfigured(writes: Writes) -> None:
@@ -319,6 +375,9 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         writes = session.info.pop(_WRITES, None)
         if writes is not None:
             _unlink(writes)
+        # Rolled back or closed: the rows it read were committed ones all the same
+        # (reads made after its first write keep no lease).
+        _fill(_fills_of(session))
 
 
 def _invalidate_again(info: dict[Any, Any]) -> None:

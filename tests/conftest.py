@@ -13,7 +13,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
 from sqlmodel_cache import SQLModelCache
 from sqlmodel_cache.transport import RedisSyncTransport
@@ -152,6 +152,21 @@ def entries(client: redis.Redis, prefix: str) -> list[str]:
         if value is not None and not value.startswith(LEASE_MARK):
             found.append(key.decode())
     return sorted(found)
+
+
+@pytest.fixture(params=["Session", "CachedSession"])
+def session_class(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    """Runs a module's tests with sqlmodel's Session, then with CachedSession, which must
+    behave alike: the second time the module's name Session (and tests.heroes') is it."""
+    if request.param == "Session":
+        return Session
+    from sqlmodel_cache import CachedSession
+
+    from . import heroes
+
+    monkeypatch.setattr(request.module, "Session", CachedSession)
+    monkeypatch.setattr(heroes, "Session", CachedSession)
+    return CachedSession
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """The public surface: names, configuration rules and their error messages."""
 
+import importlib.util
 import logging
 
 import pytest
@@ -24,11 +25,13 @@ from .models import Disabled, Hero, OrderItem, Plain, Sample, Tag, Team
 
 def test_public_names_are_exactly_the_documented_ones():
     assert sorted(sqlmodel_cache.__all__) == [
+        "AsyncCachedSession",
         "BreakerConfig",
         "CacheConfig",
         "CacheError",
         "CacheStats",
         "CachedModel",
+        "CachedSession",
         "ConfigurationError",
         "L1Config",
         "ModelStats",
@@ -47,6 +50,10 @@ def test_public_names_are_exactly_the_documented_ones():
     ]
     for module in (sqlmodel_cache, sqlmodel_cache.transport):
         for name in module.__all__:
+            if name == "AsyncCachedSession" and importlib.util.find_spec("greenlet") is None:
+                with pytest.raises(ImportError, match="greenlet"):  # a sync-only install
+                    getattr(module, name)
+                continue
             assert getattr(module, name).__module__.startswith(module.__name__)
 
 

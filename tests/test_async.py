@@ -5,7 +5,10 @@ can have (none, one elsewhere, several) are explicit.
 """
 
 import asyncio
+import datetime as dt
+import decimal
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -22,7 +25,7 @@ from sqlmodel_cache.transport import RedisAsyncTransport
 
 from .conftest import REDIS_URL
 from .heroes import name, seed, write_unseen
-from .models import Hero, Team
+from .models import Hero, Sample, Team
 
 pytestmark = pytest.mark.greenlet
 
@@ -317,3 +320,39 @@ async def until(condition: Any, timeout: float = 10) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)  # asyncpg's database
+def test_asyncpg_rows_of_every_common_type_are_cached(engine, prefix):
+    """asyncpg loads UUIDs as its own subclass of uuid.UUID: such rows are cached too."""
+    row: dict[str, Any] = {
+        "id": 1,
+        "text": "t",
+        "flag": True,
+        "ratio": 0.5,
+        "price": decimal.Decimal("1.2500"),
+        "at": dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC),
+        "day": dt.date(2024, 5, 1),
+        "data": {"k": [1, "two"]},
+    }
+    with Session(engine) as session:
+        session.add(Sample(**row))
+        session.commit()
+
+    async def main() -> None:
+        SQLModelCache.configure(RedisAsyncTransport.from_url(REDIS_URL), key_prefix=prefix)
+        aengine = create_async_engine(engine.url.set(drivername="postgresql+asyncpg"))
+        selects = Selects(aengine)
+        async with AsyncSession(aengine) as session:
+            loaded = await session.get(Sample, 1)
+            assert loaded is not None
+            from_db = {name: getattr(loaded, name) for name in Sample.model_fields}
+        async with AsyncSession(aengine) as session:
+            hit = await session.get(Sample, 1)
+            assert hit is not None
+            assert selects.count == 1  # the second get sent no SELECT
+            assert {name: getattr(hit, name) for name in Sample.model_fields} == from_db
+            assert type(hit.uid) is uuid.UUID
+        await aengine.dispose()
+
+    asyncio.run(main())

@@ -17,6 +17,9 @@ from .conftest import entries
 from .heroes import name, seed
 from .models import Author, Disabled, Hero, Place, Point
 
+# Every test runs with Session and again with CachedSession (see conftest.session_class).
+pytestmark = pytest.mark.usefixtures("session_class")
+
 pg_only = pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
 
 

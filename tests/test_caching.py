@@ -16,6 +16,9 @@ from .heroes import write_unseen
 from .models import Author, Book, Disabled, Hero, OrderItem, Plain, Tag, Team
 from .written import Account, now
 
+# Every test runs with Session and again with CachedSession (see conftest.session_class).
+pytestmark = pytest.mark.usefixtures("session_class")
+
 
 def add(engine, *objects):
     with Session(engine) as session:

@@ -98,6 +98,8 @@ def test_options_on_the_session_s_connection_are_honoured(engine, cache, sql):
 def test_snapshot_isolation_is_served_by_the_database(engine, cache, sql, begin):
     seed(engine, (1, "a"))
     name(engine, 1)
+    # One pooled connection, so that the transaction after SET SESSION runs on it.
+    engine.dispose()
     bind = (
         engine.execution_options(isolation_level="SERIALIZABLE")
         if begin == "engine option"

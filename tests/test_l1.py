@@ -23,6 +23,9 @@ from .heroes import name, seed
 from .models import Hero, Sample, Tag
 from .test_transport_contract import InMemoryTransport
 
+# Every test runs with Session and again with CachedSession (see conftest.session_class).
+pytestmark = pytest.mark.usefixtures("session_class")
+
 ROOT = Path(__file__).resolve().parent.parent
 pg_only = pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
 

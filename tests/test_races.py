@@ -23,7 +23,11 @@ from .models import Hero, Plain
 
 HERO: Any = Hero.__table__  # type: ignore[attr-defined]
 
-pytestmark = pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+# Every test runs with Session and again with CachedSession (see conftest.session_class).
+pytestmark = [
+    pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True),
+    pytest.mark.usefixtures("session_class"),
+]
 
 
 class PlainRedis:
@@ -203,8 +207,8 @@ class HoldingTransport(RedisSyncTransport):
         super().__init__(client)
         self.filled, self.go_on = threading.Event(), threading.Event()
 
-    def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
-        stored = super().fill(key, token, value, ttl)
+    def fill_many(self, fills: Any) -> list[bool]:
+        stored = super().fill_many(fills)
         if threading.current_thread().name == "leader":
             self.filled.set()
             assert self.go_on.wait(10)
@@ -215,8 +219,8 @@ class HoldingTransport(RedisSyncTransport):
 def test_a_follower_never_takes_a_row_read_before_an_invalidation(
     engine, redis_client, prefix, follower_arrives, monkeypatch
 ):
-    # The leader read and stored the old row; a commit invalidates it before the
-    # leader hands the row to its followers.
+    # The leader read the old row (and, once followed, stored it at once); a commit
+    # invalidates it before the leader hands the row to its followers.
     _seed(engine, h1="old")
     transport = HoldingTransport(redis_client)
     SQLModelCache.configure(transport, key_prefix=prefix)
@@ -230,25 +234,39 @@ def test_a_follower_never_takes_a_row_read_before_an_invalidation(
         return follow(key)
 
     monkeypatch.setattr(runtime.flights, "follow", recorded_follow)
+    read, read_go = threading.Event(), threading.Event()
+
+    def hold_the_leader_after_its_read(conn, cursor, statement, *args: Any) -> None:
+        if threading.current_thread().name == "leader" and statement.startswith("SELECT"):
+            read.set()
+            assert read_go.wait(10)
+
+    event.listen(engine, "after_cursor_execute", hold_the_leader_after_its_read)
     got: dict[str, str] = {}
     leader = threading.Thread(target=lambda: got.update(leader=_name(engine, 1)), name="leader")
     follower = threading.Thread(target=lambda: got.update(follower=_name(engine, 1)))
-    leader.start()
-    assert transport.filled.wait(10)
-    if follower_arrives == "before the commit":
-        follower.start()
-        deadline = time.monotonic() + 10
-        while runtime.flights.following == 0 and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert runtime.flights.following == 1
-    with engine.begin() as conn:  # a commit in this process: invalidates Hero 1
-        conn.execute(sa.update(HERO).where(HERO.c.id == 1).values(name="new"))
-    if follower_arrives == "after the commit":
-        follower.start()
-        follower.join(10)  # done without waiting for the leader: it did not follow
-        assert not follower.is_alive() and followed == []
-    transport.go_on.set()
-    leader.join(10)
-    follower.join(10)
+    try:
+        leader.start()
+        assert read.wait(10)
+        if follower_arrives == "before the commit":
+            follower.start()
+            deadline = time.monotonic() + 10
+            while runtime.flights.following == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert runtime.flights.following == 1
+            read_go.set()
+            assert transport.filled.wait(10)  # followed, the leader stores the row at once
+        with engine.begin() as conn:  # a commit in this process: invalidates Hero 1
+            conn.execute(sa.update(HERO).where(HERO.c.id == 1).values(name="new"))
+        if follower_arrives == "after the commit":
+            follower.start()
+            follower.join(10)  # done without waiting for the leader: it did not follow
+            assert not follower.is_alive() and followed == []
+    finally:
+        read_go.set()
+        transport.go_on.set()
+        leader.join(10)
+        follower.join(10)
+        event.remove(engine, "after_cursor_execute", hold_the_leader_after_its_read)
     assert got == {"leader": "old", "follower": "new"}
     assert _name(engine, 1) == "new"

@@ -16,6 +16,9 @@ from .conftest import entries
 from .heroes import name, seed, write_unseen
 from .models import Hero, Tag
 
+# Every test runs with Session and again with CachedSession (see conftest.session_class).
+pytestmark = pytest.mark.usefixtures("session_class")
+
 
 def warm(engine, *idents: int) -> None:
     for ident in idents:

@@ -209,3 +209,26 @@ def test_a_savepoint_rollback_keeps_what_the_transaction_sent(engine, cache, pre
         session.commit()
     assert entries(cache, prefix) == []  # the inner key goes too: dropping more is safe
     assert (name(engine, 1), name(engine, 2)) == ("outer", "b")
+
+
+def test_a_create_statement_changes_no_cached_row(engine, cache, prefix, sql):
+    seed(engine, (1, "a"))
+    name(engine, 1)
+    with engine.begin() as conn:  # what create_all() and migrations send
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_hero_age ON hero (age)"))
+    sql.clear()
+    assert name(engine, 1) == "a"
+    assert sql.statements == []  # still cached
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_hero_age"))
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)  # one execute, two statements
+def test_a_create_followed_by_another_statement_is_a_write(engine, cache, prefix):
+    seed(engine, (1, "a"))
+    name(engine, 1)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE scratch (x int); UPDATE hero SET name = 'b' WHERE id = 1"
+        )
+    assert name(engine, 1) == "b"

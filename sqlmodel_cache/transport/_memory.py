@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cachetools import TLRUCache
 
@@ -71,6 +71,9 @@ class MemoryTransport:
                 return False
             self._entries[key] = (value, ttl)
         return True
+
+    def fill_many(self, fills: Sequence[tuple[str, bytes, bytes, int]]) -> list[bool]:
+        return [self.fill(*item) for item in fills]
 
     def release(self, key: str, token: bytes) -> None:
         with self._lock:

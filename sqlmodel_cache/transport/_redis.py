@@ -107,21 +107,32 @@ _CHECKOUT_ARGS = (
 )
 
 
-def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> None:
+def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send commands in one write and read their replies: a pipeline without its
-    per-command bookkeeping (this runs on every commit)."""
+    per-command bookkeeping (this runs on every commit). A command's error is raised."""
     pool = client.connection_pool
     conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
     try:
 
-        def exchange() -> None:
+        def exchange() -> list[Any]:
             conn.send_packed_command(conn.pack_commands(commands))
-            for _ in commands:
-                conn.read_response()
+            return [conn.read_response() for _ in commands]
 
-        conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
+        replies: list[Any] = conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
     finally:
         pool.release(conn)
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies
+
+
+Fills = Sequence[tuple[str, bytes, bytes, int]]  # (key, lease token, value, ttl) each
+
+
+def _fill_commands(fills: Fills) -> list[tuple[Any, ...]]:
+    # EVAL, not EVALSHA: one of many replies cannot be a NOSCRIPT to recover from.
+    return [("EVAL", _FILL, 1, key, token, value, ttl) for key, token, value, ttl in fills]
 
 
 def _glob_escape(text: str) -> str:
@@ -206,8 +217,18 @@ class RedisSyncTransport:
         with _RELEASE_OP:
             self._release_script(keys=[key], args=[token])
 
-    def invalidate(self, keys: Sequence[str], channel: str, message: str) -> None:
-        """Delete keys, then publish message on channel: one round trip on plain Redis."""
+    def fill_many(self, fills: Fills) -> list[bool]:
+        """fill() for each (key, token, value, ttl): one round trip on plain Redis."""
+        if isinstance(self.client, RedisCluster):
+            return [self.fill(*item) for item in fills]
+        with _FILL_OP:
+            return [bool(r) for r in _send_all(self.client, _fill_commands(fills))]
+
+    def invalidate(
+        self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
+    ) -> list[bool]:
+        """Delete keys, publish message on channel, then fill_many(fills) (keys that are
+        not deleted): one round trip on plain Redis. Whether each fill was stored."""
         with _INVALIDATE_OP:
             if isinstance(self.client, RedisCluster):
                 # No multi-key DEL across slots, and nodes do not order a pipeline's
@@ -218,9 +239,11 @@ class RedisSyncTransport:
                         pipe.delete(key)
                     pipe.execute()
                 self.client.publish(channel, message)
-                return
-            publish = ("PUBLISH", channel, message)
-            _send_all(self.client, [("DEL", *keys), publish] if keys else [publish])
+                return self.fill_many(fills) if fills else []
+            commands: list[tuple[Any, ...]] = [("DEL", *keys)] if keys else []
+            commands.append(("PUBLISH", channel, message))
+            replies = _send_all(self.client, commands + _fill_commands(fills))
+            return [bool(r) for r in replies[len(commands) :]]
 
     def delete_model(self, prefix: str) -> None:
         with _SCAN_OP:
@@ -367,8 +390,22 @@ class RedisAsyncTransport:
         with _RELEASE_OP:
             await self._bound().release(keys=[key], args=[token])
 
-    async def invalidate(self, keys: Sequence[str], channel: str, message: str) -> None:
-        """Delete keys, then publish message on channel: one round trip on plain Redis."""
+    async def fill_many(self, fills: Fills) -> list[bool]:
+        """fill() for each (key, token, value, ttl): one round trip on plain Redis."""
+        client = self._bound().client
+        if isinstance(client, AsyncRedisCluster):
+            return [await self.fill(*item) for item in fills]
+        with _FILL_OP:
+            plain = client.pipeline(transaction=False)
+            for command in _fill_commands(fills):
+                plain.execute_command(*command)
+            return [bool(r) for r in await plain.execute()]
+
+    async def invalidate(
+        self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
+    ) -> list[bool]:
+        """Delete keys, publish message on channel, then fill_many(fills) (keys that are
+        not deleted): one round trip on plain Redis. Whether each fill was stored."""
         client = self._bound().client
         with _INVALIDATE_OP:
             if isinstance(client, AsyncRedisCluster):
@@ -379,12 +416,15 @@ class RedisAsyncTransport:
                     await pipe.execute()
                 # redis-py < 8 gives the asyncio cluster client no publish() method.
                 await client.execute_command("PUBLISH", channel, message)
-                return
+                return await self.fill_many(fills) if fills else []
             plain = client.pipeline(transaction=False)
             if keys:
                 plain.delete(*keys)
             plain.publish(channel, message)
-            await plain.execute()
+            for command in _fill_commands(fills):
+                plain.execute_command(*command)
+            replies = await plain.execute()
+            return [bool(r) for r in replies[len(replies) - len(fills) :]]
 
     async def delete_model(self, prefix: str) -> None:
         client = self._bound().client

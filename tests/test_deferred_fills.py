@@ -1,0 +1,142 @@
+"""A miss stores its row at the end of its transaction, with the transaction's other
+fills and invalidations: read-modify-write costs two round trips, N misses N + 1."""
+
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from sqlmodel_cache import SQLModelCache, _writes
+from sqlmodel_cache.transport import RedisSyncTransport
+
+from .heroes import name, seed
+from .models import Hero
+
+
+class Counting(RedisSyncTransport):
+    """Records each call that is one round trip to Redis."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.calls: list[str] = []
+
+    def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
+        self.calls.append("lease")
+        return super().lease(key)
+
+    def fill_many(self, fills: Any) -> list[bool]:
+        self.calls.append(f"fill_many:{len(fills)}")
+        return super().fill_many(fills)
+
+    def release(self, key: str, token: bytes) -> None:
+        self.calls.append("release")
+        super().release(key, token)
+
+    def invalidate(self, keys: Any, channel: str, message: str, fills: Any = ()) -> list[bool]:
+        self.calls.append(f"invalidate:{len(keys)}+{len(fills)}")
+        return super().invalidate(keys, channel, message, fills)
+
+
+@pytest.fixture
+def counting(redis_client, prefix) -> Counting:
+    transport = Counting(redis_client)
+    SQLModelCache.configure(transport, key_prefix=prefix)
+    return transport
+
+
+def _hits_without_sql(engine, sql, *idents: int) -> None:
+    sql.clear()
+    for ident in idents:
+        assert name(engine, ident) is not None
+    assert sql.statements == []
+
+
+def test_read_modify_write_is_two_round_trips_and_fills_nothing_it_wrote(engine, sql, counting):
+    seed(engine, (1, "a"))
+    counting.calls.clear()
+    with Session(engine) as session:
+        hero = session.get(Hero, 1)
+        assert hero is not None
+        hero.name = "b"
+        session.commit()
+    assert counting.calls == ["lease", "invalidate:1+0"]
+    counting.calls.clear()
+    assert name(engine, 1) == "b"  # the next reader fills the committed row
+    assert counting.calls == ["lease", "fill_many:1"]
+    _hits_without_sql(engine, sql, 1)
+
+
+def test_misses_of_one_transaction_fill_in_one_round_trip_at_its_end(engine, sql, counting):
+    seed(engine, (1, "a"), (2, "b"), (3, "c"))
+    counting.calls.clear()
+    with Session(engine) as session:
+        for ident in (1, 2, 3):
+            session.get(Hero, ident)
+        assert counting.calls == ["lease"] * 3  # nothing stored while the transaction lasts
+    assert counting.calls == ["lease"] * 3 + ["fill_many:3"]
+    assert SQLModelCache.stats().by_model["Hero"].fills == 3
+    _hits_without_sql(engine, sql, 1, 2, 3)
+
+
+def test_a_commit_sends_its_invalidations_and_its_fills_together(engine, sql, counting):
+    seed(engine, (1, "a"), (2, "b"))
+    counting.calls.clear()
+    with Session(engine) as session:
+        session.get(Hero, 1)  # read only: filled at the commit
+        hero = session.get(Hero, 2)
+        assert hero is not None
+        hero.name = "B"  # read and written: only invalidated
+        session.commit()
+    assert counting.calls == ["lease", "lease", "invalidate:1+1"]
+    _hits_without_sql(engine, sql, 1)
+    assert name(engine, 2) == "B"
+
+
+def test_a_commit_elsewhere_before_the_end_defeats_the_deferred_fill(engine, sql, counting):
+    seed(engine, (1, "old"))
+    counting.calls.clear()
+    with Session(engine) as reader:
+        assert reader.get(Hero, 1).name == "old"  # read under the lease, not stored yet
+        with Session(engine) as writer:
+            writer.get(Hero, 1, execution_options={"cache": False}).name = "new"
+            writer.commit()  # its invalidation takes the reader's lease
+    stats = SQLModelCache.stats().by_model["Hero"]
+    assert (stats.fills, stats.unfilled.get("lease_lost")) == (0, 1)
+    assert name(engine, 1) == "new"
+
+
+def test_a_rolled_back_transaction_still_fills_what_it_read_before_writing(engine, sql, counting):
+    seed(engine, (1, "a"), (2, "b"))
+    counting.calls.clear()
+    with Session(engine) as session:
+        session.get(Hero, 1)
+        session.get(Hero, 2).name = "never"
+        session.flush()
+        session.rollback()
+    assert counting.calls == ["lease", "lease", "fill_many:2"]
+    _hits_without_sql(engine, sql, 1)
+    assert name(engine, 2) == "b"
+
+
+def test_a_long_transaction_sends_its_fills_early(engine, sql, counting, monkeypatch):
+    # Its leases stop other readers from filling: they must not wait for its end.
+    monkeypatch.setattr(_writes, "_FILLS_MAX", 2)
+    seed(engine, (1, "a"), (2, "b"), (3, "c"))
+    counting.calls.clear()
+    with Session(engine) as session:
+        for ident in (1, 2, 3):
+            session.get(Hero, ident)
+        assert counting.calls == ["lease", "lease", "fill_many:2", "lease"]
+    assert counting.calls[-1] == "fill_many:1"
+    _hits_without_sql(engine, sql, 1, 2, 3)
+
+
+def test_fills_of_a_reset_runtime_are_dropped(engine, redis_client, prefix):
+    seed(engine, (1, "a"))
+    SQLModelCache.configure(RedisSyncTransport(redis_client), key_prefix=prefix)
+    with Session(engine) as session:
+        session.get(Hero, 1)
+        SQLModelCache.reset()
+        SQLModelCache.configure(RedisSyncTransport(redis_client), key_prefix=prefix + "-2")
+    assert list(redis_client.scan_iter(match=f"{prefix}-2:*")) == []
+    assert SQLModelCache.stats().by_model == {}
