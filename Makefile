@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo services lint typecheck test soak soak-stateful bench clean
+.PHONY: install demo services lint typecheck test soak soak-stateful bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,16 @@ soak-stateful: install services
 
 bench: install services
 	$(BIN)/python benchmarks/bench.py
+
+# 100,000 rows, Zipf reads, 1/2/4 worker processes: prints a table and redraws
+# docs/scale.png (matplotlib comes with the bench extra).
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	touch $@
+
+bench-scale: $(BENCH_STAMP) services
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR) $(NOGREENLET) .venv-sa20 .pytest_cache .mypy_cache .ruff_cache

@@ -290,6 +290,7 @@ class Bench:
         self.get_l1_fast = session_get(self.engine, BenchRowL1, CachedSession)
         self.get_plain = session_get(self.engine, BenchPlain)
         self.commit_cached = commit_update(self.engine, BenchRow)
+        self.rmw_cached = read_modify_write(self.engine, BenchRow)
 
     def row_key(self, model: type, ident: int) -> str:
         return f"{self.prefix}:{model.__name__}:id={ident}"
@@ -391,6 +392,12 @@ class Bench:
     def commit_and_refill(self, ident: int) -> int:
         elapsed = self.commit_cached(ident)
         self.get_l2(ident)  # untimed: the commit invalidated the entry the hits need
+        return elapsed
+
+    def rmw_and_refill(self, ident: int) -> int:
+        self.client.delete(self.row_key(BenchRow, ident))  # untimed: its get misses
+        elapsed = self.rmw_cached(ident)
+        self.get_l2(ident)  # untimed, as commit_and_refill
         return elapsed
 
     def close(self) -> None:
@@ -555,7 +562,7 @@ def run(pg_url: str, redis_url: str, n: int) -> tuple[Results, dict[str, Any]]:
             BYPASS: bypass,
             COMMIT_CACHED: bench.commit_and_refill,
             COMMIT_UNCACHED: commit_update(engine, BenchPlain),
-            RMW_CACHED: read_modify_write(engine, BenchRow),
+            RMW_CACHED: bench.rmw_and_refill,
             RMW_UNCACHED: read_modify_write(engine, BenchPlain),
         }
         around: dict[str, Around] = {

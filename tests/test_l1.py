@@ -15,7 +15,7 @@ from sqlalchemy import String, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlmodel import Session
 
-from sqlmodel_cache import CacheConfig, ConfigurationError, L1Config, SQLModelCache, _runtime
+from sqlmodel_cache import CacheConfig, ConfigurationError, L1Config, SQLModelCache, _feed, _runtime
 from sqlmodel_cache.transport import MemoryTransport, RedisSyncTransport
 
 from .conftest import PG_URL, REDIS_URL
@@ -133,8 +133,15 @@ def test_json_values_from_l1_are_private_copies(engine, prefix):
     assert SQLModelCache.stats().l1_hits == 1
 
 
+@pytest.fixture(params=["hiredis", "redis-py parser"])
+def feed_parser(request, monkeypatch) -> None:
+    """The feed reads its socket with hiredis when it is installed, else via redis-py."""
+    if request.param != "hiredis":
+        monkeypatch.setattr(_feed, "_Reader", None)
+
+
 @pg_only
-def test_another_process_commit_drops_our_l1_row(engine, prefix):
+def test_another_process_commit_drops_our_l1_row(engine, prefix, feed_parser):
     seed(engine, (1, "old"))
     configure_l1(prefix, l1=True)
     l1 = runtime().l1
@@ -166,7 +173,7 @@ def test_another_process_commit_drops_our_l1_row(engine, prefix):
     assert SQLModelCache.stats().by_model["Hero"].l1_hits == 1
 
 
-def test_a_dropped_feed_clears_l1_until_it_is_back(engine, prefix, redis_client):
+def test_a_dropped_feed_clears_l1_until_it_is_back(engine, prefix, redis_client, feed_parser):
     seed(engine, (1, "a"))
     tag = f"smc-feed-{uuid.uuid4().hex[:8]}"
     configure_l1(prefix, client=redis.Redis.from_url(REDIS_URL, client_name=tag), l1=True)
