@@ -280,13 +280,43 @@ def copy_data(value: Any) -> Any:
     return root
 
 
+class _Frozen(str):
+    """A list or dict of plain JSON data, kept as its compact JSON text: a fraction of the
+    memory its objects take, and json.loads makes a private copy faster than copy_data."""
+
+    __slots__ = ()
+
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _frozen(value: Any) -> Any:
+    try:
+        plain = _json_data(value)
+    except Unencodable:
+        plain = False
+    return _Frozen(_compact(value)) if plain else copy_data(value)
+
+
+def freeze(values: list[Any], positions: tuple[int, ...]) -> list[Any]:
+    """A private copy of values to keep (in L1, for followers): the lists and dicts at
+    positions copied, as compact text when they are plain JSON. thaw() gives them back."""
+    if not positions:
+        return values
+    kept = list(values)
+    for i in positions:
+        kept[i] = _frozen(kept[i])
+    return kept
+
+
 def thaw(values: list[Any], positions: tuple[int, ...]) -> list[Any]:
-    """values, with private copies of the lists and dicts at positions."""
+    """values (as freeze() keeps them), with private copies of the lists and dicts at positions."""
     if not positions:
         return values
     copied = list(values)
     for i in positions:
-        copied[i] = copy_data(copied[i])
+        value = copied[i]
+        copied[i] = json.loads(value) if type(value) is _Frozen else copy_data(value)
     return copied
 
 

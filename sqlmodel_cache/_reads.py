@@ -19,7 +19,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.base import instance_state
 
 from . import _compat, _registry, _runtime
-from ._codec import ABSENT, mutable_positions, thaw
+from ._codec import ABSENT, freeze, mutable_positions, thaw
 from ._config import check_ttl
 from ._errors import ConfigurationError
 from ._flights import Flight
@@ -269,7 +269,7 @@ Shared = tuple[ModelInfo, list[Any], tuple[int, ...]]  # a row for other readers
 def _shareable(member: ModelInfo, values: list[Any]) -> Shared:
     """A copy of a row that other readers can each thaw a private copy of."""
     positions = mutable_positions(values)
-    return member, thaw(values, positions), positions
+    return member, freeze(values, positions), positions
 
 
 def _fly(

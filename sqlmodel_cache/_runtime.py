@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import CLOSED, Breaker
-from ._codec import ABSENT, Unencodable, mutable_positions, parse, thaw
+from ._codec import ABSENT, Unencodable, freeze, mutable_positions, parse, thaw
 from ._config import Settings
 from ._errors import unreachable
 from ._feed import Feed, message
@@ -322,7 +322,7 @@ class Runtime:
     def _remember(l1: L1, key: str, member: ModelInfo, values: list[Any], epoch: int) -> None:
         """Keep a private copy of values in L1 (the caller's instance owns values)."""
         positions = mutable_positions(values)
-        l1.put(key, (member, thaw(values, positions), positions), epoch)
+        l1.put(key, (member, freeze(values, positions), positions), epoch)
 
     def fetch(
         self, info: ModelInfo, key: str, epoch: int
@@ -418,7 +418,7 @@ class Runtime:
         entry = None
         if self.l1_for(info) is not None:
             positions = mutable_positions(values)
-            entry = (member, thaw(values, positions), positions)
+            entry = (member, freeze(values, positions), positions)
         return Fill(info, key[len(self.prefix) :], key, token, payload, ttl, epoch, entry)
 
     def fill(self, fills: Sequence[Fill]) -> list[bool]:

@@ -13,7 +13,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.types import TypeEngine
 
-from sqlmodel_cache._codec import MAX_DEPTH, RowCodec, Unencodable, copy_data
+from sqlmodel_cache._codec import (
+    MAX_DEPTH,
+    RowCodec,
+    Unencodable,
+    copy_data,
+    freeze,
+    mutable_positions,
+    thaw,
+)
 from sqlmodel_cache._keys import KeyTemplate, key_part
 
 COLUMNS: list[tuple[str, TypeEngine[Any]]] = [
@@ -368,3 +376,27 @@ def test_every_process_computes_the_same_fingerprints():
     ).stdout.split()
     ours = [registry.info(model).codec.fingerprint for model in (Device, Profile)]
     assert theirs == ours
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"tags": ["a", "b"], "score": 2.5, "nested": {"ok": True, "none": None}},
+        [1, -0.0, float("inf"), "é\ud800", [[]], {}],
+        [uuid.UUID(int=1), uuid.UUID(int=2)],  # not plain JSON: copied as objects
+        {"k": (1, 2)},  # a tuple inside: not plain JSON either
+    ],
+)
+def test_freeze_and_thaw_give_back_equal_private_copies(value):
+    values = ["x", value, 3]
+    positions = mutable_positions(values)
+    assert positions == (1,)
+    kept = freeze(values, positions)
+    for _ in range(2):  # every thaw is a copy of its own
+        back = thaw(kept, positions)
+        assert back == values and repr(back) == repr(values)
+        assert back[1] is not value and back[1] is not kept[1]
+        (back[1].append if type(back[1]) is list else back[1].update)(
+            *([0] if type(back[1]) is list else [{"added": 1}])
+        )
+    assert thaw(kept, positions) == values
