@@ -10,6 +10,7 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ._reads import NOT_HERE, recall_get
+from ._sessions import bare
 
 _O = TypeVar("_O")
 
@@ -28,13 +29,7 @@ class AsyncCachedSession(AsyncSession):
         identity_token: Any = None,
         execution_options: Any = EMPTY_DICT,
     ) -> _O | None:
-        if not (
-            options
-            or populate_existing
-            or with_for_update is not None
-            or identity_token is not None
-            or execution_options
-        ):
+        if bare(options, populate_existing, with_for_update, identity_token, execution_options):
             found = recall_get(self.sync_session, entity, ident, connect=False)
             if found is not NOT_HERE:
                 return found  # type: ignore[no-any-return]
@@ -47,3 +42,17 @@ class AsyncCachedSession(AsyncSession):
             identity_token=identity_token,
             execution_options=execution_options,
         )
+
+    async def close(self) -> None:
+        if self.sync_session.get_transaction() is None:
+            # Nothing began (the gets were L1 hits): closing only forgets the session's
+            # objects, with no I/O, so it needs no greenlet.
+            self.sync_session.close()
+            return
+        await super().close()
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        if self.sync_session.get_transaction() is None:
+            self.sync_session.close()  # as close(): no task, no greenlet, nothing to cancel
+            return
+        await super().__aexit__(type_, value, traceback)

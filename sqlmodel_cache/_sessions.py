@@ -24,6 +24,19 @@ from ._reads import NOT_HERE, recall_get
 _O = TypeVar("_O")
 
 
+def bare(
+    options: Any, populate_existing: Any, with_for_update: Any, identity_token: Any, execution: Any
+) -> bool:
+    """Whether get()'s arguments leave it a bare get, the only kind answered before the ORM."""
+    return not (
+        options
+        or populate_existing
+        or with_for_update is not None
+        or identity_token is not None
+        or execution
+    )
+
+
 class CachedSession(Session):
     """``sqlmodel.Session`` with a ``get()`` that answers L1 hits at identity-map cost."""
 
@@ -39,14 +52,8 @@ class CachedSession(Session):
         execution_options: Any = EMPTY_DICT,
         bind_arguments: Any = None,
     ) -> _O | None:
-        if not (
-            options
-            or populate_existing
-            or with_for_update is not None
-            or identity_token is not None
-            or execution_options
-            or bind_arguments
-        ):
+        asked = (options, populate_existing, with_for_update, identity_token, execution_options)
+        if not bind_arguments and bare(*asked):
             found = recall_get(self, entity, ident)
             if found is not NOT_HERE:
                 return found  # type: ignore[no-any-return]

@@ -192,8 +192,13 @@ def test_async_cached_session_answers_l1_hits_without_a_greenlet(engine, prefix,
             assert hero is not None and hero.name == "a"
             assert spawned == []  # no greenlet, no statement
             assert SQLModelCache.stats().by_model["Hero"].l1_hits == 1
+        assert spawned == []  # nothing began: closing needed no greenlet either
+        async with AsyncCachedSession(aengine) as session:
+            assert (await session.get(Hero, 1)).name == "a"
             assert (await session.get(Hero, 2)) is None  # not in L1: the ORM's path
             assert len(spawned) == 1
+        assert len(spawned) == 2  # its transaction is closed as AsyncSession closes one
+        assert not session.sync_session.in_transaction()
         await aengine.dispose()
 
     asyncio.run(main())
