@@ -79,6 +79,10 @@ class Fill:
         self.entry = entry
 
 
+def _nothing() -> None:
+    return None
+
+
 def complete(values: list[Any], required: Iterable[int] | None) -> bool:
     """Whether values hold every column a get needs (None: a whole row by construction)."""
     return required is None or all(values[i] is not ABSENT for i in required)
@@ -151,6 +155,7 @@ class Runtime:
         self._fetch = self._lease if self.leasing else self._get
         self._store = self._store_guarded if self.leasing else self._store_unguarded
         self._fill_many = getattr(transport, "fill_many", None)
+        self._begin_fills = getattr(transport, "begin_fill_many", None) if self.leasing else None
         self.channel = channel_of(settings.key_prefix) if hasattr(transport, "invalidate") else None
         self._delete_model = getattr(transport, "delete_model", None)
 
@@ -433,6 +438,35 @@ class Runtime:
             return self._unfilled(fills)
         self.breaker.success()
         return self._stored(fills, stored)
+
+    def start_fill(self, fills: Sequence[Fill]) -> Callable[[], None]:
+        """fill(fills) in two halves where the transport can: sent now, while the caller
+        goes on to wait for something else (the database), and the replies read by the
+        returned function. Elsewhere the returned function does the whole fill."""
+        if self._begin_fills is None or not self._ready():
+
+            def whole() -> None:
+                self.fill(fills)
+
+            return whole
+        try:
+            replies = self._begin_fills([(f.key, f.token, f.payload, f.ttl) for f in fills])
+        except Exception as exc:  # noqa: BLE001
+            self._failed("fill", fills[0].info.name, exc)
+            self._unfilled(fills)
+            return _nothing
+
+        def finish() -> None:
+            try:
+                stored = replies()
+            except Exception as exc:  # noqa: BLE001
+                self._failed("fill", fills[0].info.name, exc)
+                self._unfilled(fills)
+            else:
+                self.breaker.success()
+                self._stored(fills, stored)
+
+        return finish
 
     def _unfilled(self, fills: Sequence[Fill]) -> list[bool]:
         for fill in fills:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection, Result
@@ -52,8 +52,6 @@ _LINK = "_sqlmodel_cache_session_writes"
 _OWN = "_sqlmodel_cache_connection_writes"
 _DEFERRED = "_sqlmodel_cache_deferred"
 _AFTER_COMMIT = "_sqlmodel_cache_after_commit"
-# session.info key of the fills waiting for the end of the session's transaction.
-_FILLS = "_sqlmodel_cache_fills"
 # Deferred fills go out early once this many wait or the first has waited this long
 # (seconds): a long transaction must not hold its leases, which stop other readers
 # filling, until they expire.
@@ -73,13 +71,16 @@ class Writes:
     """Key bodies per keyspace, keyspaces whose touched rows are unknown (all of them go),
     and whether the transaction sent anything but reads (then it fills nothing)."""
 
-    __slots__ = ("connections", "dirty", "rows", "whole")
+    __slots__ = ("connections", "deferred", "dirty", "finishing", "rows", "whole")
 
     def __init__(self) -> None:
         self.rows: dict[Keyspace, set[str]] = {}
         self.whole: set[Keyspace] = set()
         self.dirty = False
         self.connections: list[Connection] = []  # those pointing here (see _LINK)
+        # Fills kept for the transaction's end; fills sent, whose replies are still to read.
+        self.deferred: _Deferred | None = None
+        self.finishing: list[Callable[[], None]] = []
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.whole)
@@ -292,37 +293,64 @@ class _Deferred:
 
 def defer_fill(session: Session, runtime: _runtime.Runtime, fill: _runtime.Fill) -> None:
     """Keep a fill for the end of the session's transaction (commit, rollback or close)."""
-    deferred = session.info.get(_FILLS)
+    writes = _writes_in(session.info, _WRITES)
+    deferred = writes.deferred
     if deferred is None or deferred.runtime is not runtime:
-        deferred = session.info[_FILLS] = _Deferred(runtime)
+        deferred = writes.deferred = _Deferred(runtime)
     deferred.fills.append(fill)
     if len(deferred.fills) >= _FILLS_MAX or time.monotonic() - deferred.since > _FILLS_AGE:
-        del session.info[_FILLS]
+        writes.deferred = None
         runtime.fill(deferred.fills)
 
 
-def _fills_of(session: Session) -> list[_runtime.Fill]:
-    """The fills the session's transaction deferred, if the runtime they are for is current."""
-    deferred: _Deferred | None = session.info.pop(_FILLS, None)
+def _take_fills(writes: Writes) -> list[_runtime.Fill]:
+    """The fills writes' transaction deferred, if the runtime they are for is current."""
+    deferred, writes.deferred = writes.deferred, None
     if deferred is None or deferred.runtime is not _runtime.current:
         return []  # reset() or configure() since: their leases just expire
     return deferred.fills
+
+
+def _unwritten(fills: list[_runtime.Fill], writes: Writes) -> list[_runtime.Fill]:
+    # A row the transaction wrote is only invalidated: what it read is old now.
+    return [f for f in fills if not writes.touches(f.info, f.body)] if writes else fills
+
+
+def _send_fills(conn: Connection, *, committing: bool) -> None:
+    """Just before the database commits or rolls back a session's transaction: send its
+    fills, so that their round trip overlaps the database's; the replies are read when
+    the transaction has ended (_finish). The rows were committed ones when read, so
+    neither the outcome nor the timing of this transaction changes what may be stored."""
+    writes = conn.info.get(_LINK)
+    if writes is None or writes.deferred is None:
+        return
+    fills = _take_fills(writes)
+    if committing:
+        fills = _unwritten(fills, writes)
+    runtime = _runtime.current
+    if fills and runtime is not None:
+        writes.finishing.append(runtime.start_fill(fills))
+
+
+def _finish(writes: Writes) -> None:
+    for finish in writes.finishing:
+        finish()
+    writes.finishing.clear()
 
 
 # -- when it ends ----------------------------------------------------------------------
 
 
 def _after_commit(session: Session) -> None:
-    fills = _fills_of(session)
     writes = session.info.pop(_WRITES, None)
-    if writes is not None:
-        _unlink(writes)
+    if writes is None:
+        return
+    _unlink(writes)
+    _finish(writes)
+    fills = _unwritten(_take_fills(writes), writes)  # those no connection event sent
     if not writes:
         _fill(fills)
         return
-    if fills:
-        # A row the transaction wrote is only invalidated: what it read is old now.
-        fills = [f for f in fills if not writes.touches(f.info, f.body)]
     if not _invalidate(writes, fills):
         return
     for keyspace in writes.keyspaces():
@@ -375,9 +403,10 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         writes = session.info.pop(_WRITES, None)
         if writes is not None:
             _unlink(writes)
-        # Rolled back or closed: the rows it read were committed ones all the same
-        # (reads made after its first write keep no lease).
-        _fill(_fills_of(session))
+            _finish(writes)
+            # Rolled back or closed: the rows it read were committed ones all the same
+            # (reads made after its first write keep no lease).
+            _fill(_take_fills(writes))
 
 
 def _invalidate_again(info: dict[Any, Any]) -> None:
@@ -399,6 +428,7 @@ def _on_commit(conn: Connection) -> None:
     # Fires just before the database commits a transaction no session owns (or
     # that sessions joined). A reader may fill an old row between this delete and
     # the commit, so the keys are deleted again once the commit is surely over.
+    _send_fills(conn, committing=True)
     info = conn.info
     writes = info.pop(_OWN, None) or Writes()
     deferred = info.pop(_DEFERRED, None)
@@ -412,6 +442,7 @@ def _on_commit(conn: Connection) -> None:
 def _on_rollback(conn: Connection) -> None:
     if conn.invalidated:
         return  # its DBAPI connection is gone, and what it kept with it (a cancelled query)
+    _send_fills(conn, committing=False)
     info = conn.info
     info.pop(_DEFERRED, None)
     info.pop(_OWN, None)

@@ -28,10 +28,12 @@ def main() -> None:
                 assert hero is not None
                 hero.name = rest[0]
                 session.commit()
-                print("ok", flush=True)
+                answer = "ok"
             else:
                 truth = session.execute(sa.text(f"SELECT name FROM hero WHERE id = {int(ident)}"))
-                print(hero.name if hero else None, truth.scalar(), flush=True)
+                answer = f"{hero.name if hero else None} {truth.scalar()}"
+        # Answered once the session has ended: its fills (sent as it ends) have landed.
+        print(answer, flush=True)
     engine.dispose()
 
 

@@ -1,9 +1,11 @@
 """A miss stores its row at the end of its transaction, with the transaction's other
 fills and invalidations: read-modify-write costs two round trips, N misses N + 1."""
 
+import gc
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session
 
 from sqlmodel_cache import SQLModelCache, _writes
@@ -27,6 +29,16 @@ class Counting(RedisSyncTransport):
     def fill_many(self, fills: Any) -> list[bool]:
         self.calls.append(f"fill_many:{len(fills)}")
         return super().fill_many(fills)
+
+    def begin_fill_many(self, fills: Any) -> Any:
+        self.calls.append(f"fill_many:{len(fills)}")  # sent now, replies read later
+        replies = super().begin_fill_many(fills)
+
+        def read() -> list[bool]:
+            self.calls.append("replies")
+            return replies()
+
+        return read
 
     def release(self, key: str, token: bytes) -> None:
         self.calls.append("release")
@@ -62,7 +74,7 @@ def test_read_modify_write_is_two_round_trips_and_fills_nothing_it_wrote(engine,
     assert counting.calls == ["lease", "invalidate:1+0"]
     counting.calls.clear()
     assert name(engine, 1) == "b"  # the next reader fills the committed row
-    assert counting.calls == ["lease", "fill_many:1"]
+    assert counting.calls == ["lease", "fill_many:1", "replies"]
     _hits_without_sql(engine, sql, 1)
 
 
@@ -73,12 +85,12 @@ def test_misses_of_one_transaction_fill_in_one_round_trip_at_its_end(engine, sql
         for ident in (1, 2, 3):
             session.get(Hero, ident)
         assert counting.calls == ["lease"] * 3  # nothing stored while the transaction lasts
-    assert counting.calls == ["lease"] * 3 + ["fill_many:3"]
+    assert counting.calls == ["lease"] * 3 + ["fill_many:3", "replies"]
     assert SQLModelCache.stats().by_model["Hero"].fills == 3
     _hits_without_sql(engine, sql, 1, 2, 3)
 
 
-def test_a_commit_sends_its_invalidations_and_its_fills_together(engine, sql, counting):
+def test_a_commit_fills_what_it_read_and_invalidates_what_it_wrote(engine, sql, counting):
     seed(engine, (1, "a"), (2, "b"))
     counting.calls.clear()
     with Session(engine) as session:
@@ -87,7 +99,8 @@ def test_a_commit_sends_its_invalidations_and_its_fills_together(engine, sql, co
         assert hero is not None
         hero.name = "B"  # read and written: only invalidated
         session.commit()
-    assert counting.calls == ["lease", "lease", "invalidate:1+1"]
+    # The fill goes out before the database's COMMIT, its reply is read after it.
+    assert counting.calls == ["lease", "lease", "fill_many:1", "replies", "invalidate:1+0"]
     _hits_without_sql(engine, sql, 1)
     assert name(engine, 2) == "B"
 
@@ -113,7 +126,7 @@ def test_a_rolled_back_transaction_still_fills_what_it_read_before_writing(engin
         session.get(Hero, 2).name = "never"
         session.flush()
         session.rollback()
-    assert counting.calls == ["lease", "lease", "fill_many:2"]
+    assert counting.calls == ["lease", "lease", "fill_many:2", "replies"]
     _hits_without_sql(engine, sql, 1)
     assert name(engine, 2) == "b"
 
@@ -127,7 +140,7 @@ def test_a_long_transaction_sends_its_fills_early(engine, sql, counting, monkeyp
         for ident in (1, 2, 3):
             session.get(Hero, ident)
         assert counting.calls == ["lease", "lease", "fill_many:2", "lease"]
-    assert counting.calls[-1] == "fill_many:1"
+    assert counting.calls[-2:] == ["fill_many:1", "replies"]
     _hits_without_sql(engine, sql, 1, 2, 3)
 
 
@@ -140,3 +153,32 @@ def test_fills_of_a_reset_runtime_are_dropped(engine, redis_client, prefix):
         SQLModelCache.configure(RedisSyncTransport(redis_client), key_prefix=prefix + "-2")
     assert list(redis_client.scan_iter(match=f"{prefix}-2:*")) == []
     assert SQLModelCache.stats().by_model == {}
+
+
+def test_fills_travel_while_the_database_ends_the_transaction(engine, sql, counting):
+    # Sent before the database's ROLLBACK (or COMMIT), read after the connection is back.
+    seed(engine, (1, "a"))
+    counting.calls.clear()
+    order: list[str] = []
+    checkin = lambda *args: order.append(f"checkin after {counting.calls[-1]}")  # noqa: E731
+    event.listen(engine.pool, "checkin", checkin)
+    try:
+        with Session(engine) as session:
+            session.get(Hero, 1)
+    finally:
+        event.remove(engine.pool, "checkin", checkin)
+    assert order == ["checkin after fill_many:1"]
+    assert counting.calls == ["lease", "fill_many:1", "replies"]
+    _hits_without_sql(engine, sql, 1)
+
+
+def test_replies_never_read_give_the_connection_back(redis_client, prefix):
+    transport = RedisSyncTransport(redis_client)
+    pool = redis_client.connection_pool
+    _, token = transport.lease(f"{prefix}:row")
+    assert token is not None
+    replies = transport.begin_fill_many([(f"{prefix}:row", token, b"[row]", 30)])
+    assert len(pool._in_use_connections) == 1
+    del replies  # a transaction that never ended, its session gone
+    gc.collect()
+    assert len(pool._in_use_connections) == 0

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import inspect
 import threading
-from collections.abc import AsyncGenerator, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -127,6 +128,44 @@ def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[
     return replies
 
 
+def _begin(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> Callable[[], list[Any]]:
+    """Send commands now; the returned function reads their replies (and raises the
+    first error among them). Meanwhile the connection stays checked out; should the
+    function be dropped unread, the connection is closed and given back."""
+    pool = client.connection_pool
+    conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
+    try:
+        conn.retry.call_with_retry(
+            lambda: conn.send_packed_command(conn.pack_commands(commands)),
+            lambda _error: conn.disconnect(),
+        )
+    except BaseException:
+        pool.release(conn)
+        raise
+
+    def replies() -> list[Any]:
+        abandoned.detach()
+        try:
+            got = [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        for reply in got:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return got
+
+    abandoned = weakref.finalize(replies, _drop, pool, conn)
+    return replies
+
+
+def _drop(pool: Any, conn: Any) -> None:
+    conn.disconnect()
+    pool.release(conn)
+
+
 Fills = Sequence[tuple[str, bytes, bytes, int]]  # (key, lease token, value, ttl) each
 
 
@@ -223,6 +262,21 @@ class RedisSyncTransport:
             return [self.fill(*item) for item in fills]
         with _FILL_OP:
             return [bool(r) for r in _send_all(self.client, _fill_commands(fills))]
+
+    def begin_fill_many(self, fills: Fills) -> Callable[[], list[bool]]:
+        """fill_many(fills) in two halves: sent now, and the returned function reads
+        whether each was stored (the caller waits on something else meanwhile)."""
+        if isinstance(self.client, RedisCluster):
+            done = self.fill_many(fills)  # a round trip per node anyway: at once
+            return lambda: done
+        with _FILL_OP:
+            replies = _begin(self.client, _fill_commands(fills))
+
+        def stored() -> list[bool]:
+            with _FILL_OP:
+                return [bool(r) for r in replies()]
+
+        return stored
 
     def invalidate(
         self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
