@@ -108,26 +108,6 @@ _CHECKOUT_ARGS = (
 )
 
 
-def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send commands in one write and read their replies: a pipeline without its
-    per-command bookkeeping (this runs on every commit). A command's error is raised."""
-    pool = client.connection_pool
-    conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
-    try:
-
-        def exchange() -> list[Any]:
-            conn.send_packed_command(conn.pack_commands(commands))
-            return [conn.read_response() for _ in commands]
-
-        replies: list[Any] = conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
-    finally:
-        pool.release(conn)
-    for reply in replies:
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-    return replies
-
-
 def _begin(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> Callable[[], list[Any]]:
     """Send commands now; the returned function reads their replies (and raises the
     first error among them). Meanwhile the connection stays checked out; should the
@@ -159,6 +139,12 @@ def _begin(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> Callable
 
     abandoned = weakref.finalize(replies, _drop, pool, conn)
     return replies
+
+
+def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send commands in one write and read their replies: a pipeline without its
+    per-command bookkeeping (this runs on every commit). A command's error is raised."""
+    return _begin(client, commands)()
 
 
 def _drop(pool: Any, conn: Any) -> None:
