@@ -316,7 +316,7 @@ class Runtime:
             return None, 0
         entry = l1.get(key)
         if entry is not None:
-            stored, values, positions = entry
+            stored, values, positions, _expires = entry
             found = info.family.get(stored.codec.fingerprint)
             if found is not None and complete(values, found[1]):
                 self.stats.hit(info.name, l1=True)
@@ -327,7 +327,7 @@ class Runtime:
     def _remember(l1: L1, key: str, member: ModelInfo, values: list[Any], epoch: int) -> None:
         """Keep a private copy of values in L1 (the caller's instance owns values)."""
         positions = mutable_positions(values)
-        l1.put(key, (member, freeze(values, positions), positions), epoch)
+        l1.put(key, member, freeze(values, positions), positions, epoch)
 
     def fetch(
         self, info: ModelInfo, key: str, epoch: int
@@ -484,7 +484,7 @@ class Runtime:
             self.stats.fill(name)
             l1 = self.l1_for(fill.info)
             if l1 is not None and fill.entry is not None:
-                l1.put(fill.key, fill.entry, fill.epoch)
+                l1.put(fill.key, *fill.entry, fill.epoch)
         return list(stored)
 
     def _store_guarded(self, fills: Sequence[Fill]) -> list[bool]:
