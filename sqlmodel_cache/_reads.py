@@ -197,7 +197,7 @@ def _session_reason(
     only a connection could tell is a reason too (UNKNOWN)."""
     if not (runtime.enabled and info.config.enabled):
         return "disabled"
-    if not _cache_option(call_options):
+    if call_options and not _cache_option(call_options):
         return "cache_option"
     bind = session.get_bind(info.mapper)
     if isinstance(bind, Connection):
@@ -205,6 +205,29 @@ def _session_reason(
         # writes it cannot see committed or rolled back.
         return "outer_connection"
     conn = _compat.open_connection(session, bind)
+    if conn is not None:
+        return _bind_reason(session, info, runtime, bind, conn, connect=connect)
+    # No transaction yet: the answer is the engine's alone, the same until its options
+    # change (they are replaced, never changed in place) - worked out once.
+    options = bind.get_execution_options()
+    known = runtime.engine_reasons.get(bind)
+    if known is not None and known[0] is options:
+        return known[1]
+    reason = _bind_reason(session, info, runtime, bind, None, connect=connect)
+    if reason is not UNKNOWN and session.get_transaction() is None:
+        runtime.engine_reasons[bind] = (options, reason)
+    return reason
+
+
+def _bind_reason(
+    session: Session,
+    info: ModelInfo,
+    runtime: _runtime.Runtime,
+    bind: Any,
+    conn: Connection | None,
+    *,
+    connect: bool,
+) -> str | None:
     options = (conn if conn is not None else bind).get_execution_options()
     if not _cache_option(options):
         return "cache_option"

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,11 @@ class Runtime:
         self._blind_until = 0.0  # no reads before this (lost invalidations, no way to drop all)
         self._longest_ttl = settings.default_ttl
         self._l1_models: dict[ModelInfo, L1 | None] = {}
+        # Engine -> (its execution options, why a get outside a transaction may not use
+        # the cache): see _reads._session_reason.
+        self.engine_reasons: weakref.WeakKeyDictionary[Any, tuple[Any, str | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._throttle = _Throttle()
         self._warned_models: set[str] = set()
         self._warned_uncacheable: set[str] = set()

@@ -72,6 +72,26 @@ def test_engine_options_that_bypass_are_counted(engine, cache, sql, prefix, engi
     assert bypasses() == {reason: 2}
 
 
+def test_an_engine_whose_options_change_after_it_served_gets_is_asked_again(
+    engine, cache, sql
+):
+    # Why an engine's get may not use the cache is worked out once per set of options.
+    seed(engine, (1, "a"))
+    assert name(engine, 1) == "a"
+    sql.clear()
+    assert name(engine, 1) == "a"
+    assert sql.selects == 0
+    engine.update_execution_options(cache=False)
+    try:
+        assert name(engine, 1) == "a"
+        assert sql.selects == 1
+        assert bypasses() == {"cache_option": 1}
+    finally:
+        engine.update_execution_options(cache=True)
+    assert name(engine, 1) == "a"
+    assert sql.selects == 1
+
+
 def test_disabled_models_and_configurations_are_counted(engine, redis_client, prefix):
     seed(engine, (1, "a"))
     with Session(engine) as session:
