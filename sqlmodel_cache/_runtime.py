@@ -80,6 +80,30 @@ class Fill:
         self.entry = entry
 
 
+class Held:
+    """Keys a committing transaction holds in L2 (see Runtime.hold): the runtime that holds
+    them, their models' names, the fills sent along, the function that reads the
+    replies, and the monotonic time after which a hold may have expired."""
+
+    __slots__ = ("fills", "keys", "names", "replies", "runtime", "until")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        keys: list[str],
+        names: list[str],
+        fills: Sequence[Fill],
+        replies: Callable[[], list[bool]],
+        until: float,
+    ) -> None:
+        self.runtime = runtime
+        self.keys = keys
+        self.names = names
+        self.fills = fills
+        self.replies = replies
+        self.until = until
+
+
 def _nothing() -> None:
     return None
 
@@ -163,6 +187,10 @@ class Runtime:
         self._fill_many = getattr(transport, "fill_many", None)
         self._begin_fills = getattr(transport, "begin_fill_many", None) if self.leasing else None
         self.channel = channel_of(settings.key_prefix) if hasattr(transport, "invalidate") else None
+        holds = self.leasing and self.channel is not None and getattr(transport, "holds", False)
+        self._begin_hold = transport.begin_hold if holds else None
+        # A hold lives lease_ttl; past half of it, a commit no longer counts on it.
+        self._hold_for = getattr(transport, "lease_ttl", 0.0) / 2
         self._delete_model = getattr(transport, "delete_model", None)
 
     def close(self) -> None:
@@ -533,6 +561,65 @@ class Runtime:
             self._failed("release", info.name, exc)
         else:
             self.breaker.success()
+
+    # -- holds: a commit's invalidation, sent while the database commits -----------
+
+    def hold(self, writes: Writes, fills: Sequence[Fill]) -> Held | None:
+        """Just before the database commits writes: replace their rows in L2 with holds,
+        tell other processes and send fills, in one write whose replies settle() reads
+        after the commit. From the hold until its release nobody can read or fill those
+        keys, so a row read before the commit can never be stored: no round trip is left
+        to wait for after the commit. None where the transport has no holds, for writes
+        of whole models, or when the cache is not ready (the commit then invalidates
+        after the database has answered, as always)."""
+        if self._begin_hold is None or writes.whole or not self._ready():
+            return None
+        keys: list[str] = []
+        names: list[str] = []
+        for space, bodies in writes.rows.items():
+            for body in bodies:
+                keys.append(self.prefix + body)
+                names.append(space.name)
+        if not keys:
+            return None
+        items = [(f.key, f.token, f.payload, f.ttl) for f in fills]
+        until = time.monotonic() + self._hold_for
+        try:
+            assert self.channel is not None
+            replies = self._begin_hold(keys, self.channel, message(self.origin, keys, ()), items)
+        except Exception as exc:  # noqa: BLE001 - the commit invalidates the usual way
+            self._failed("invalidate", names[0], exc)
+            return None
+        return Held(self, keys, names, fills, replies, until)
+
+    def settle(self, held: Held, *, committed: bool) -> bool:
+        """After the database's commit (or its failure): read the hold's replies and
+        release the holds. True when a commit's rows are invalidated; False when the
+        caller must still invalidate them (the replies were lost, or the commit took so
+        long that a hold may have expired before it ended), and after a failed commit."""
+        try:
+            stored = held.replies()
+        except Exception as exc:  # noqa: BLE001
+            self._failed("invalidate", held.names[0], exc)
+            self._unfilled(held.fills)
+            return False
+        self.breaker.success()
+        self._stored(held.fills, stored)
+        # Only now is the hold surely in place: a reader's call on another connection
+        # may have reached Redis before it, although sent after it, and taken the old
+        # row. Rows loaded before this point are not to be kept or shared.
+        self.flights.invalidated(held.keys, ())
+        if self.l1 is not None:
+            self.l1.drop(held.keys, ())
+        try:
+            self.transport.unhold(held.keys)
+        except Exception as exc:  # noqa: BLE001 - the holds expire on their own
+            self._failed("release", held.names[0], exc)
+        if not committed or time.monotonic() > held.until:
+            return False
+        for name in held.names:
+            self.stats.invalidated(name)
+        return True
 
     # -- invalidation -------------------------------------------------------------
 

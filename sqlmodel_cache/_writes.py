@@ -71,7 +71,7 @@ class Writes:
     """Key bodies per keyspace, keyspaces whose touched rows are unknown (all of them go),
     and whether the transaction sent anything but reads (then it fills nothing)."""
 
-    __slots__ = ("connections", "deferred", "dirty", "finishing", "rows", "whole")
+    __slots__ = ("connections", "deferred", "dirty", "finishing", "held", "rows", "whole")
 
     def __init__(self) -> None:
         self.rows: dict[Keyspace, set[str]] = {}
@@ -81,6 +81,7 @@ class Writes:
         # Fills kept for the transaction's end; fills sent, whose replies are still to read.
         self.deferred: _Deferred | None = None
         self.finishing: list[Callable[[], None]] = []
+        self.held: _runtime.Held | None = None  # its keys held in L2 while it commits
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.whole)
@@ -316,19 +317,29 @@ def _unwritten(fills: list[_runtime.Fill], writes: Writes) -> list[_runtime.Fill
     return [f for f in fills if not writes.touches(f.info, f.body)] if writes else fills
 
 
-def _send_fills(conn: Connection, *, committing: bool) -> None:
+def _before_end(conn: Connection, *, committing: bool) -> None:
     """Just before the database commits or rolls back a session's transaction: send its
-    fills, so that their round trip overlaps the database's; the replies are read when
-    the transaction has ended (_finish). The rows were committed ones when read, so
-    neither the outcome nor the timing of this transaction changes what may be stored."""
+    fills and, for a commit, the holds on the rows it wrote (Runtime.hold), so that
+    their round trip overlaps the database's; the replies are read when the transaction
+    has ended. The rows filled were committed ones when read, so neither the outcome
+    nor the timing of this transaction changes what may be stored."""
     writes = conn.info.get(_LINK)
-    if writes is None or writes.deferred is None:
+    if writes is None or writes.held is not None:
+        return  # not a session's, or a connection after the first of a multi-bind commit
+    holding = committing and bool(writes)
+    if writes.deferred is None and not holding:
         return
+    runtime = _runtime.current
     fills = _take_fills(writes)
     if committing:
         fills = _unwritten(fills, writes)
-    runtime = _runtime.current
-    if fills and runtime is not None:
+    if runtime is None:
+        return
+    if holding:
+        writes.held = runtime.hold(writes, fills)
+        if writes.held is not None:
+            return
+    if fills:
         writes.finishing.append(runtime.start_fill(fills))
 
 
@@ -351,7 +362,9 @@ def _after_commit(session: Session) -> None:
     if not writes:
         _fill(fills)
         return
-    if not _invalidate(writes, fills):
+    if _settled(writes, committed=True):
+        _fill(fills)
+    elif not _invalidate(writes, fills):
         return
     for keyspace in writes.keyspaces():
         bind = session.get_bind(keyspace.mapper)
@@ -373,6 +386,16 @@ def _invalidate(writes: Writes, fills: Sequence[_runtime.Fill] = ()) -> bool:
     # Even with enabled=False: processes that have the cache on must not read stale rows.
     runtime.invalidate_writes(writes, fills)
     return True
+
+
+def _settled(writes: Writes, *, committed: bool) -> bool:
+    """Settle the holds writes took before the database's commit, if any (and if their
+    runtime is still the current one: else they just expire); whether that invalidated
+    the rows."""
+    held, writes.held = writes.held, None
+    if held is None or held.runtime is not _runtime.current:
+        return False
+    return held.runtime.settle(held, committed=committed)
 
 
 def _fill(fills: Sequence[_runtime.Fill]) -> None:
@@ -404,6 +427,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         if writes is not None:
             _unlink(writes)
             _finish(writes)
+            _settled(writes, committed=False)  # the commit failed after its holds went out
             # Rolled back or closed: the rows it read were committed ones all the same
             # (reads made after its first write keep no lease).
             _fill(_take_fills(writes))
@@ -428,7 +452,7 @@ def _on_commit(conn: Connection) -> None:
     # Fires just before the database commits a transaction no session owns (or
     # that sessions joined). A reader may fill an old row between this delete and
     # the commit, so the keys are deleted again once the commit is surely over.
-    _send_fills(conn, committing=True)
+    _before_end(conn, committing=True)
     info = conn.info
     writes = info.pop(_OWN, None) or Writes()
     deferred = info.pop(_DEFERRED, None)
@@ -442,7 +466,7 @@ def _on_commit(conn: Connection) -> None:
 def _on_rollback(conn: Connection) -> None:
     if conn.invalidated:
         return  # its DBAPI connection is gone, and what it kept with it (a cancelled query)
-    _send_fills(conn, committing=False)
+    _before_end(conn, committing=False)
     info = conn.info
     info.pop(_DEFERRED, None)
     info.pop(_OWN, None)

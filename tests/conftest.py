@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +146,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server(*options: str) -> Iterator[int]:
+    """A redis-server of this test's own (options as on its command line), on a free
+    port, killed afterwards; yields the port."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed"
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    server = subprocess.Popen([*args, "no", *options], stdout=subprocess.DEVNULL)
+    probe = redis.Redis(port=port)
+    try:
+        for _ in range(500):
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        else:
+            raise AssertionError("redis-server did not start")
+        yield port
+    finally:
+        probe.close()
+        server.kill()
+        server.wait()
 
 
 def entries(client: redis.Redis, prefix: str) -> list[str]:

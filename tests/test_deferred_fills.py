@@ -44,6 +44,20 @@ class Counting(RedisSyncTransport):
         self.calls.append("release")
         super().release(key, token)
 
+    def begin_hold(self, keys: Any, channel: str, message: str, fills: Any = ()) -> Any:
+        self.calls.append(f"hold:{len(keys)}+{len(fills)}")  # sent now, replies read later
+        replies = super().begin_hold(keys, channel, message, fills)
+
+        def read() -> list[bool]:
+            self.calls.append("replies")
+            return replies()
+
+        return read
+
+    def unhold(self, keys: Any) -> None:
+        self.calls.append(f"unhold:{len(keys)}")  # sent, no reply to wait for
+        super().unhold(keys)
+
     def invalidate(self, keys: Any, channel: str, message: str, fills: Any = ()) -> list[bool]:
         self.calls.append(f"invalidate:{len(keys)}+{len(fills)}")
         return super().invalidate(keys, channel, message, fills)
@@ -71,7 +85,7 @@ def test_read_modify_write_is_two_round_trips_and_fills_nothing_it_wrote(engine,
         assert hero is not None
         hero.name = "b"
         session.commit()
-    assert counting.calls == ["lease", "invalidate:1+0"]
+    assert counting.calls == ["lease", "hold:1+0", "replies", "unhold:1"]
     counting.calls.clear()
     assert name(engine, 1) == "b"  # the next reader fills the committed row
     assert counting.calls == ["lease", "fill_many:1", "replies"]
@@ -99,8 +113,9 @@ def test_a_commit_fills_what_it_read_and_invalidates_what_it_wrote(engine, sql, 
         assert hero is not None
         hero.name = "B"  # read and written: only invalidated
         session.commit()
-    # The fill goes out before the database's COMMIT, its reply is read after it.
-    assert counting.calls == ["lease", "lease", "fill_many:1", "replies", "invalidate:1+0"]
+    # The fill goes out with the hold on the row written, before the database's COMMIT;
+    # their replies are read after it, and the hold released without waiting.
+    assert counting.calls == ["lease", "lease", "hold:1+1", "replies", "unhold:1"]
     _hits_without_sql(engine, sql, 1)
     assert name(engine, 2) == "B"
 

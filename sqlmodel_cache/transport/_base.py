@@ -7,6 +7,9 @@ from typing import Protocol, runtime_checkable
 
 # A lease is stored in place of the value; no payload starts with this byte.
 LEASE_MARK = b"\x00lease:"
+# A committing transaction's hold on a key (a lease that counts its holders): readers
+# see a lease, so nobody fills the key until the last holder's commit is over.
+HOLD_MARK = LEASE_MARK + b"hold:"
 
 
 def new_lease_token() -> bytes:

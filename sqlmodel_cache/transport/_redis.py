@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 
 from .._errors import ConfigurationError, TransportError
 from .._forks import reset_after_fork
-from ._base import LEASE_MARK, new_lease_token
+from ._base import HOLD_MARK, LEASE_MARK, new_lease_token
 from ._clients import async_twin, check_bytes, from_url, sync_twin, warn_if_unbounded
 
 # Every script touches one key, so they run on Redis Cluster too. They are sent
@@ -41,6 +41,50 @@ return 0
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Holds (see Runtime.hold): a committing transaction replaces its keys' values with a
+# hold counting its holders, before the database commits; readers take a hold for
+# another reader's lease, so none fills the key until the last holder released it after
+# its commit. Deletes leave holds alone (a held key holds no row); a release also
+# deletes whatever is there that is not a hold (a row stored after a hold expired).
+# Multi-key scripts: plain Redis only. GETRANGE reads no more than a hold's length.
+_HOLD = """
+local mark = ARGV[1]
+for _, key in ipairs(KEYS) do
+    local head = redis.call('GETRANGE', key, 0, 63)
+    local count = 1
+    if string.sub(head, 1, #mark) == mark then
+        count = (tonumber(string.sub(head, #mark + 1)) or 0) + 1
+    end
+    redis.call('SET', key, mark .. count, 'PX', ARGV[2])
+end
+return 0
+"""
+_UNHOLD = """
+local mark = ARGV[1]
+for _, key in ipairs(KEYS) do
+    local head = redis.call('GETRANGE', key, 0, 63)
+    local count = 0
+    if string.sub(head, 1, #mark) == mark then
+        count = (tonumber(string.sub(head, #mark + 1)) or 1) - 1
+    end
+    local ttl = redis.call('PTTL', key)
+    if count > 0 and ttl > 0 then
+        redis.call('SET', key, mark .. count, 'PX', ttl)
+    else
+        redis.call('DEL', key)
+    end
+end
+return 0
+"""
+_DROP = """
+local mark = ARGV[1]
+for _, key in ipairs(KEYS) do
+    if string.sub(redis.call('GETRANGE', key, 0, #mark - 1), 1, #mark) ~= mark then
+        redis.call('DEL', key)
+    end
+end
 return 0
 """
 _SCAN_BATCH = 500
@@ -69,6 +113,7 @@ _GET, _SET, _DEL = _Translate("GET"), _Translate("SET"), _Translate("DEL")
 _LEASE_OP, _FILL_OP = _Translate("lease"), _Translate("fill")
 _RELEASE_OP, _SCAN_OP = _Translate("release"), _Translate("SCAN/DEL")
 _INVALIDATE_OP = _Translate("DEL/PUBLISH")
+_UNHOLD_OP = _Translate("release of holds")
 
 
 def _lease_reply(found: Any, token: bytes) -> tuple[bytes | None, bytes | None]:
@@ -141,6 +186,42 @@ def _begin(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> Callable
     return replies
 
 
+_SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
+
+
+def _send_quietly(client: redis.Redis, command: tuple[Any, ...], skips: bool | None) -> bool:
+    """Send command with CLIENT REPLY SKIP before it, so that no reply comes back; sent
+    once (no retry: it need not be idempotent). ``skips`` says whether the server takes
+    CLIENT REPLY (None: not known yet, so a PING after the command tells: where SKIP
+    works, its PONG is the only reply). Some managed services refuse CLIENT commands:
+    there the command is sent and answered as usual. Returns whether the server skips."""
+    if skips is False:
+        _send_all(client, [command])
+        return False
+    pool = client.connection_pool
+    conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
+    try:
+        probe = [] if skips else [("PING",)]
+        conn.send_packed_command(conn.pack_commands([_SKIP_REPLY, command, *probe]))
+        if probe:
+            try:
+                conn.read_response()
+            except redis.ResponseError:
+                conn.disconnect()  # the refusal's reply was read, the others are dropped
+                return False
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    return True
+
+
+def _drop_command(keys: Sequence[Any]) -> tuple[Any, ...]:
+    """Delete keys, but not holds (see _DROP)."""
+    return ("EVAL", _DROP, len(keys), *keys, HOLD_MARK)
+
+
 def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send commands in one write and read their replies: a pipeline without its
     per-command bookkeeping (this runs on every commit). A command's error is raised."""
@@ -184,7 +265,12 @@ class RedisSyncTransport:
         check_bytes(client, "RedisSyncTransport")
         warn_if_unbounded(client)
         self.client = client
+        self.lease_ttl = lease_ttl
         self._lease_ms = _lease_ms(lease_ttl)
+        # Holds need multi-key scripts, which Redis Cluster refuses across slots.
+        self._plain = None if isinstance(client, RedisCluster) else client
+        self.holds = self._plain is not None
+        self._skips_replies: bool | None = None  # whether the server takes CLIENT REPLY SKIP
         self._lease_script = client.register_script(_LEASE)
         self._fill_script = client.register_script(_FILL)
         self._release_script = client.register_script(_RELEASE)
@@ -215,8 +301,13 @@ class RedisSyncTransport:
     def delete(self, *keys: str) -> None:
         if keys:
             with _DEL:
-                # RedisCluster.delete splits the keys by slot, so no CROSSSLOT error.
-                self.client.delete(*keys)
+                self._delete(keys)
+
+    def _delete(self, keys: Sequence[Any]) -> None:
+        if self._plain is not None:
+            _send_all(self._plain, [_drop_command(keys)])
+        else:  # RedisCluster.delete splits the keys by slot, so no CROSSSLOT error
+            self.client.delete(*keys)
 
     def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
         token = new_lease_token()
@@ -264,25 +355,52 @@ class RedisSyncTransport:
 
         return stored
 
+    def begin_hold(
+        self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
+    ) -> Callable[[], list[bool]]:
+        """Just before the database commits: hold keys (see _HOLD), publish message on
+        channel and send fills (keys not held), in one write. The returned function reads
+        the replies once the commit is over: whether each fill was stored. Plain Redis."""
+        assert self._plain is not None, "holds need plain Redis"
+        hold = ("EVAL", _HOLD, len(keys), *keys, HOLD_MARK, self._lease_ms)
+        commands = [hold, ("PUBLISH", channel, message), *_fill_commands(fills)]
+        with _INVALIDATE_OP:
+            replies = _begin(self._plain, commands)
+
+        def stored() -> list[bool]:
+            with _INVALIDATE_OP:
+                return [bool(r) for r in replies()[2:]]
+
+        return stored
+
+    def unhold(self, keys: Sequence[str]) -> None:
+        """Release holds once their commit is over, without waiting for the reply: a
+        hold that stays (the release lost) only keeps readers from filling until it
+        expires, after lease_ttl."""
+        assert self._plain is not None, "holds need plain Redis"
+        with _UNHOLD_OP:
+            command = ("EVAL", _UNHOLD, len(keys), *keys, HOLD_MARK)
+            self._skips_replies = _send_quietly(self._plain, command, self._skips_replies)
+
     def invalidate(
         self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
     ) -> list[bool]:
         """Delete keys, publish message on channel, then fill_many(fills) (keys that are
         not deleted): one round trip on plain Redis. Whether each fill was stored."""
         with _INVALIDATE_OP:
-            if isinstance(self.client, RedisCluster):
+            if self._plain is None:
                 # No multi-key DEL across slots, and nodes do not order a pipeline's
                 # commands among themselves: the deletes must finish before the news.
                 if keys:
-                    pipe = self.client.pipeline()  # type: ignore[no-untyped-call]
+                    pipe = self.client.pipeline()
                     for key in keys:
                         pipe.delete(key)
                     pipe.execute()
                 self.client.publish(channel, message)
                 return self.fill_many(fills) if fills else []
-            commands: list[tuple[Any, ...]] = [("DEL", *keys)] if keys else []
+            commands: list[tuple[Any, ...]] = [_drop_command(keys)] if keys else []
             commands.append(("PUBLISH", channel, message))
-            replies = _send_all(self.client, commands + _fill_commands(fills))
+            replies = _send_all(self._plain, commands + _fill_commands(fills))
             return [bool(r) for r in replies[len(commands) :]]
 
     def delete_model(self, prefix: str) -> None:
@@ -291,10 +409,10 @@ class RedisSyncTransport:
             for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
                 batch.append(key)
                 if len(batch) >= _SCAN_BATCH:
-                    self.client.delete(*batch)
+                    self._delete(batch)
                     batch.clear()
             if batch:
-                self.client.delete(*batch)
+                self._delete(batch)
 
 
 async def _closed_with_loop(
@@ -404,7 +522,14 @@ class RedisAsyncTransport:
     async def delete(self, *keys: str) -> None:
         if keys:
             with _DEL:
-                await self._bound().client.delete(*keys)
+                await self._delete(self._bound().client, keys)
+
+    @staticmethod
+    async def _delete(client: Any, keys: Sequence[Any]) -> None:
+        if isinstance(client, AsyncRedisCluster):
+            await client.delete(*keys)
+        else:  # the holds of sync twins' commits stay (see _DROP)
+            await client.execute_command(*_drop_command(keys))
 
     async def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
         token = new_lease_token()
@@ -459,7 +584,7 @@ class RedisAsyncTransport:
                 return await self.fill_many(fills) if fills else []
             plain = client.pipeline(transaction=False)
             if keys:
-                plain.delete(*keys)
+                plain.execute_command(*_drop_command(keys))
             plain.publish(channel, message)
             for command in _fill_commands(fills):
                 plain.execute_command(*command)
@@ -473,7 +598,7 @@ class RedisAsyncTransport:
             async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
                 batch.append(key)
                 if len(batch) >= _SCAN_BATCH:
-                    await client.delete(*batch)
+                    await self._delete(client, batch)
                     batch.clear()
             if batch:
-                await client.delete(*batch)
+                await self._delete(client, batch)
