@@ -72,9 +72,7 @@ def test_engine_options_that_bypass_are_counted(engine, cache, sql, prefix, engi
     assert bypasses() == {reason: 2}
 
 
-def test_an_engine_whose_options_change_after_it_served_gets_is_asked_again(
-    engine, cache, sql
-):
+def test_an_engine_whose_options_change_after_it_served_gets_is_asked_again(engine, cache, sql):
     # Why an engine's get may not use the cache is worked out once per set of options.
     seed(engine, (1, "a"))
     assert name(engine, 1) == "a"

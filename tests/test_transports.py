@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 import redis
@@ -115,23 +116,24 @@ def test_redis_leases_with_set_nx_get_and_with_the_script(redis_client, prefix, 
     assert transport._native_lease is native
 
 
-class _BeforeSeven(redis.Redis):
-    """A client whose server answers SET ... NX GET as Redis 6 does (the only reply
+class _BeforeSeven:
+    """A line to a server that answers SET ... NX GET as Redis 6 does (the only reply
     faked here; every other command reaches the real server)."""
 
-    def execute_command(self, *args, **options):
-        if args[:1] == ("SET",) and "NX" in args and "GET" in args:
+    def __init__(self, line: Any) -> None:
+        self._line = line
+
+    def call(self, commands: Any) -> list[Any]:
+        if any(c[:1] == ("SET",) and "NX" in c and "GET" in c for c in commands):
             raise redis.ResponseError("ERR syntax error")
-        return super().execute_command(*args, **options)
+        return self._line.call(commands)
 
 
 def test_a_server_without_set_nx_get_gets_the_lease_script(redis_client, prefix):
-    settings = redis_client.connection_pool.connection_kwargs
-    client = _BeforeSeven(host=settings["host"], port=settings["port"], db=settings["db"])
-    transport = RedisSyncTransport(client)
+    transport = RedisSyncTransport(redis_client)
+    transport._line = _BeforeSeven(transport._line)  # type: ignore[assignment]
     _lease_protocol(transport, f"{prefix}:row")
     assert transport._native_lease is False
-    client.close()
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["set-nx-get", "script"])

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import threading
-import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -20,6 +18,7 @@ from .._errors import ConfigurationError, TransportError
 from .._forks import reset_after_fork
 from ._base import HOLD_MARK, LEASE_MARK, new_lease_token
 from ._clients import async_twin, check_bytes, from_url, sync_twin, warn_if_unbounded
+from ._wire import line_for
 
 # Every script touches one key, so they run on Redis Cluster too. They are sent
 # once and then called by SHA (redis-py's Script loads them again if needed).
@@ -144,93 +143,9 @@ def _native_reply(found: Any, token: bytes) -> tuple[bytes | None, bytes | None]
     return found, None
 
 
-# redis-py before 6 requires a command name to check a connection out.
-_CHECKOUT_ARGS = (
-    ("PUBLISH",)
-    if inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default
-    is inspect.Parameter.empty
-    else ()
-)
-
-
-def _begin(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> Callable[[], list[Any]]:
-    """Send commands now; the returned function reads their replies (and raises the
-    first error among them). Meanwhile the connection stays checked out; should the
-    function be dropped unread, the connection is closed and given back."""
-    pool = client.connection_pool
-    conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
-    try:
-        conn.retry.call_with_retry(
-            lambda: conn.send_packed_command(conn.pack_commands(commands)),
-            lambda _error: conn.disconnect(),
-        )
-    except BaseException:
-        pool.release(conn)
-        raise
-
-    def replies() -> list[Any]:
-        abandoned.detach()
-        try:
-            got = [conn.read_response() for _ in commands]
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
-        for reply in got:
-            if isinstance(reply, redis.ResponseError):
-                raise reply
-        return got
-
-    abandoned = weakref.finalize(replies, _drop, pool, conn)
-    return replies
-
-
-_SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
-
-
-def _send_quietly(client: redis.Redis, command: tuple[Any, ...], skips: bool | None) -> bool:
-    """Send command with CLIENT REPLY SKIP before it, so that no reply comes back; sent
-    once (no retry: it need not be idempotent). ``skips`` says whether the server takes
-    CLIENT REPLY (None: not known yet, so a PING after the command tells: where SKIP
-    works, its PONG is the only reply). Some managed services refuse CLIENT commands:
-    there the command is sent and answered as usual. Returns whether the server skips."""
-    if skips is False:
-        _send_all(client, [command])
-        return False
-    pool = client.connection_pool
-    conn: Any = pool.get_connection(*_CHECKOUT_ARGS)
-    try:
-        probe = [] if skips else [("PING",)]
-        conn.send_packed_command(conn.pack_commands([_SKIP_REPLY, command, *probe]))
-        if probe:
-            try:
-                conn.read_response()
-            except redis.ResponseError:
-                conn.disconnect()  # the refusal's reply was read, the others are dropped
-                return False
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
-    return True
-
-
 def _drop_command(keys: Sequence[Any]) -> tuple[Any, ...]:
     """Delete keys, but not holds (see _DROP)."""
     return ("EVAL", _DROP, len(keys), *keys, HOLD_MARK)
-
-
-def _send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send commands in one write and read their replies: a pipeline without its
-    per-command bookkeeping (this runs on every commit). A command's error is raised."""
-    return _begin(client, commands)()
-
-
-def _drop(pool: Any, conn: Any) -> None:
-    conn.disconnect()
-    pool.release(conn)
 
 
 Fills = Sequence[tuple[str, bytes, bytes, int]]  # (key, lease token, value, ttl) each
@@ -267,10 +182,10 @@ class RedisSyncTransport:
         self.client = client
         self.lease_ttl = lease_ttl
         self._lease_ms = _lease_ms(lease_ttl)
+        # Plain Redis: the calls every get and commit makes go over a line (see _wire).
         # Holds need multi-key scripts, which Redis Cluster refuses across slots.
-        self._plain = None if isinstance(client, RedisCluster) else client
-        self.holds = self._plain is not None
-        self._skips_replies: bool | None = None  # whether the server takes CLIENT REPLY SKIP
+        self._line = None if isinstance(client, RedisCluster) else line_for(client)
+        self.holds = self._line is not None
         self._lease_script = client.register_script(_LEASE)
         self._fill_script = client.register_script(_FILL)
         self._release_script = client.register_script(_RELEASE)
@@ -304,8 +219,8 @@ class RedisSyncTransport:
                 self._delete(keys)
 
     def _delete(self, keys: Sequence[Any]) -> None:
-        if self._plain is not None:
-            _send_all(self._plain, [_drop_command(keys)])
+        if self._line is not None:
+            self._line.call([_drop_command(keys)])
         else:  # RedisCluster.delete splits the keys by slot, so no CROSSSLOT error
             self.client.delete(*keys)
 
@@ -314,10 +229,12 @@ class RedisSyncTransport:
         with _LEASE_OP:
             if self._native_lease:
                 try:
-                    client: Any = self.client
-                    found = client.execute_command(
-                        *_lease_command(key, token, self._lease_ms), get=True
-                    )
+                    command = _lease_command(key, token, self._lease_ms)
+                    if self._line is not None:
+                        found = self._line.call([command])[0]
+                    else:
+                        client: Any = self.client
+                        found = client.execute_command(*command, get=True)
                 except redis.ResponseError as exc:
                     self._native_lease = _has_native_lease(exc)
                 else:
@@ -335,19 +252,19 @@ class RedisSyncTransport:
 
     def fill_many(self, fills: Fills) -> list[bool]:
         """fill() for each (key, token, value, ttl): one round trip on plain Redis."""
-        if isinstance(self.client, RedisCluster):
+        if self._line is None:
             return [self.fill(*item) for item in fills]
         with _FILL_OP:
-            return [bool(r) for r in _send_all(self.client, _fill_commands(fills))]
+            return [bool(r) for r in self._line.call(_fill_commands(fills))]
 
     def begin_fill_many(self, fills: Fills) -> Callable[[], list[bool]]:
         """fill_many(fills) in two halves: sent now, and the returned function reads
         whether each was stored (the caller waits on something else meanwhile)."""
-        if isinstance(self.client, RedisCluster):
+        if self._line is None:
             done = self.fill_many(fills)  # a round trip per node anyway: at once
             return lambda: done
         with _FILL_OP:
-            replies = _begin(self.client, _fill_commands(fills))
+            replies = self._line.begin(_fill_commands(fills))
 
         def stored() -> list[bool]:
             with _FILL_OP:
@@ -361,11 +278,11 @@ class RedisSyncTransport:
         """Just before the database commits: hold keys (see _HOLD), publish message on
         channel and send fills (keys not held), in one write. The returned function reads
         the replies once the commit is over: whether each fill was stored. Plain Redis."""
-        assert self._plain is not None, "holds need plain Redis"
+        assert self._line is not None, "holds need plain Redis"
         hold = ("EVAL", _HOLD, len(keys), *keys, HOLD_MARK, self._lease_ms)
         commands = [hold, ("PUBLISH", channel, message), *_fill_commands(fills)]
         with _INVALIDATE_OP:
-            replies = _begin(self._plain, commands)
+            replies = self._line.begin(commands)
 
         def stored() -> list[bool]:
             with _INVALIDATE_OP:
@@ -377,10 +294,9 @@ class RedisSyncTransport:
         """Release holds once their commit is over, without waiting for the reply: a
         hold that stays (the release lost) only keeps readers from filling until it
         expires, after lease_ttl."""
-        assert self._plain is not None, "holds need plain Redis"
+        assert self._line is not None, "holds need plain Redis"
         with _UNHOLD_OP:
-            command = ("EVAL", _UNHOLD, len(keys), *keys, HOLD_MARK)
-            self._skips_replies = _send_quietly(self._plain, command, self._skips_replies)
+            self._line.quietly(("EVAL", _UNHOLD, len(keys), *keys, HOLD_MARK))
 
     def invalidate(
         self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
@@ -388,7 +304,7 @@ class RedisSyncTransport:
         """Delete keys, publish message on channel, then fill_many(fills) (keys that are
         not deleted): one round trip on plain Redis. Whether each fill was stored."""
         with _INVALIDATE_OP:
-            if self._plain is None:
+            if self._line is None:
                 # No multi-key DEL across slots, and nodes do not order a pipeline's
                 # commands among themselves: the deletes must finish before the news.
                 if keys:
@@ -400,7 +316,7 @@ class RedisSyncTransport:
                 return self.fill_many(fills) if fills else []
             commands: list[tuple[Any, ...]] = [_drop_command(keys)] if keys else []
             commands.append(("PUBLISH", channel, message))
-            replies = _send_all(self._plain, commands + _fill_commands(fills))
+            replies = self._line.call(commands + _fill_commands(fills))
             return [bool(r) for r in replies[len(commands) :]]
 
     def delete_model(self, prefix: str) -> None:
