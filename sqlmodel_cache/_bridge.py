@@ -25,7 +25,10 @@ _METHODS = (
     "release",
     "delete_model",
     "invalidate",
+    "unhold",
 )
+# Calls in two halves: the call sends, and the function it returns reads the replies.
+_BEGINNINGS = ("begin_fill_many", "begin_hold")
 
 
 def _bridged(awaitable: Callable[..., Any], blocking: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,13 +40,29 @@ def _bridged(awaitable: Callable[..., Any], blocking: Callable[..., Any]) -> Cal
     return call
 
 
+def _bridged_beginning(
+    awaitable: Callable[..., Any], blocking: Callable[..., Any]
+) -> Callable[..., Any]:
+    def begin(*args: Any) -> Callable[[], Any]:
+        if in_greenlet():
+            replies = await_only(awaitable(*args))
+            return lambda: await_only(replies())
+        return blocking(*args)  # type: ignore[no-any-return]
+
+    return begin
+
+
 class Bridge:
-    """Offers, as plain methods, each operation that both faces of the transport have."""
+    """Offers, as plain methods, each operation that both faces of the transport have.
+    Holds only when both faces hold (see Runtime.hold)."""
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
-        for name in _METHODS:
-            awaitable = getattr(transport, name, None)
-            blocking = getattr(transport.sync, name, None)
-            if awaitable is not None and blocking is not None:
-                setattr(self, name, _bridged(awaitable, blocking))
+        for names, bridge in ((_METHODS, _bridged), (_BEGINNINGS, _bridged_beginning)):
+            for name in names:
+                awaitable = getattr(transport, name, None)
+                blocking = getattr(transport.sync, name, None)
+                if awaitable is not None and blocking is not None:
+                    setattr(self, name, bridge(awaitable, blocking))
+        self.holds = bool(getattr(transport, "holds", False))
+        self.lease_ttl = getattr(transport, "lease_ttl", 0.0)

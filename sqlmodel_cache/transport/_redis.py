@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 
 from .._errors import ConfigurationError, TransportError
 from .._forks import reset_after_fork
+from ._async_wire import AsyncReplies, AsyncWire, async_wire_for
 from ._base import HOLD_MARK, LEASE_MARK, new_lease_token
 from ._clients import async_twin, check_bytes, from_url, sync_twin, warn_if_unbounded
 from ._wire import line_for
@@ -149,11 +150,24 @@ def _drop_command(keys: Sequence[Any]) -> tuple[Any, ...]:
 
 
 Fills = Sequence[tuple[str, bytes, bytes, int]]  # (key, lease token, value, ttl) each
+AsyncStored = Callable[[], Awaitable[list[bool]]]  # whether each fill was stored
 
 
 def _fill_commands(fills: Fills) -> list[tuple[Any, ...]]:
     # EVAL, not EVALSHA: one of many replies cannot be a NOSCRIPT to recover from.
     return [("EVAL", _FILL, 1, key, token, value, ttl) for key, token, value, ttl in fills]
+
+
+def _hold_commands(
+    keys: Sequence[str], channel: str, message: str, fills: Fills, lease_ms: int
+) -> list[tuple[Any, ...]]:
+    """Hold keys, publish message, then the fills: what a commit sends before COMMIT."""
+    hold = ("EVAL", _HOLD, len(keys), *keys, HOLD_MARK, lease_ms)
+    return [hold, ("PUBLISH", channel, message), *_fill_commands(fills)]
+
+
+def _unhold_command(keys: Sequence[str]) -> tuple[Any, ...]:
+    return ("EVAL", _UNHOLD, len(keys), *keys, HOLD_MARK)
 
 
 def _glob_escape(text: str) -> str:
@@ -279,8 +293,7 @@ class RedisSyncTransport:
         channel and send fills (keys not held), in one write. The returned function reads
         the replies once the commit is over: whether each fill was stored. Plain Redis."""
         assert self._line is not None, "holds need plain Redis"
-        hold = ("EVAL", _HOLD, len(keys), *keys, HOLD_MARK, self._lease_ms)
-        commands = [hold, ("PUBLISH", channel, message), *_fill_commands(fills)]
+        commands = _hold_commands(keys, channel, message, fills, self._lease_ms)
         with _INVALIDATE_OP:
             replies = self._line.begin(commands)
 
@@ -296,7 +309,7 @@ class RedisSyncTransport:
         expires, after lease_ttl."""
         assert self._line is not None, "holds need plain Redis"
         with _UNHOLD_OP:
-            self._line.quietly(("EVAL", _UNHOLD, len(keys), *keys, HOLD_MARK))
+            self._line.quietly(_unhold_command(keys))
 
     def invalidate(
         self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
@@ -332,28 +345,32 @@ class RedisSyncTransport:
 
 
 async def _closed_with_loop(
-    client: redis.asyncio.Redis | AsyncRedisCluster,
+    client: redis.asyncio.Redis | AsyncRedisCluster, wire: AsyncWire | None
 ) -> AsyncGenerator[None, None]:
-    """Waits at its yield while the loop runs; the loop's shutdown closes it, and the client."""
+    """Waits at its yield while the loop runs; the loop's shutdown closes it, the client
+    and the wire."""
     try:
         yield
     finally:
+        if wire is not None:
+            wire.close()
         await client.aclose()
 
 
 class _LoopClient:
     """An asyncio client and its scripts, for one event loop."""
 
-    __slots__ = ("client", "closer", "fill", "lease", "release")
+    __slots__ = ("client", "closer", "fill", "lease", "release", "wire")
 
     def __init__(self, client: redis.asyncio.Redis | AsyncRedisCluster) -> None:
         self.client = client
+        self.wire = async_wire_for(client)  # None: redis.asyncio's own path
         self.lease = client.register_script(_LEASE)
         self.fill = client.register_script(_FILL)
         self.release = client.register_script(_RELEASE)
         # An event loop has one public "I am ending" hook: asyncio.run (and uvicorn)
         # close the async generators started in it, while it still runs. Start one.
-        self.closer = _closed_with_loop(client)
+        self.closer = _closed_with_loop(client, self.wire)
         with contextlib.suppress(StopIteration):
             self.closer.asend(None).send(None)
 
@@ -383,9 +400,13 @@ class RedisAsyncTransport:
         check_bytes(client, "RedisAsyncTransport")
         warn_if_unbounded(client)
         self.client = client
+        self.lease_ttl = lease_ttl
         self._lease_ms = _lease_ms(lease_ttl)
         twin = sync_client if sync_client is not None else sync_twin(client)
         self.sync = RedisSyncTransport(twin, lease_ttl=lease_ttl)
+        # Holds and two-halved calls need a wire on both faces (every loop's client is
+        # a twin of this one, so this one tells).
+        self.holds = async_wire_for(client) is not None and self.sync.holds
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._binding = threading.Lock()
         self._given_client_used = False
@@ -438,13 +459,16 @@ class RedisAsyncTransport:
     async def delete(self, *keys: str) -> None:
         if keys:
             with _DEL:
-                await self._delete(self._bound().client, keys)
+                await self._delete(self._bound(), keys)
 
     @staticmethod
-    async def _delete(client: Any, keys: Sequence[Any]) -> None:
-        if isinstance(client, AsyncRedisCluster):
+    async def _delete(bound: _LoopClient, keys: Sequence[Any]) -> None:
+        client: Any = bound.client
+        if bound.wire is not None:
+            await bound.wire.call([_drop_command(keys)])
+        elif isinstance(client, AsyncRedisCluster):
             await client.delete(*keys)
-        else:  # the holds of sync twins' commits stay (see _DROP)
+        else:  # the holds of commits stay (see _DROP)
             await client.execute_command(*_drop_command(keys))
 
     async def lease(self, key: str) -> tuple[bytes | None, bytes | None]:
@@ -453,9 +477,11 @@ class RedisAsyncTransport:
         with _LEASE_OP:
             if self._native_lease:
                 try:
-                    found = await bound.client.execute_command(
-                        *_lease_command(key, token, self._lease_ms), get=True
-                    )
+                    command = _lease_command(key, token, self._lease_ms)
+                    if bound.wire is not None:
+                        found = (await bound.wire.call([command]))[0]
+                    else:
+                        found = await bound.client.execute_command(*command, get=True)
                 except redis.ResponseError as exc:
                     self._native_lease = _has_native_lease(exc)
                 else:
@@ -473,10 +499,13 @@ class RedisAsyncTransport:
 
     async def fill_many(self, fills: Fills) -> list[bool]:
         """fill() for each (key, token, value, ttl): one round trip on plain Redis."""
-        client = self._bound().client
+        bound = self._bound()
+        client = bound.client
         if isinstance(client, AsyncRedisCluster):
             return [await self.fill(*item) for item in fills]
         with _FILL_OP:
+            if bound.wire is not None:
+                return [bool(r) for r in await bound.wire.call(_fill_commands(fills))]
             plain = client.pipeline(transaction=False)
             for command in _fill_commands(fills):
                 plain.execute_command(*command)
@@ -487,8 +516,14 @@ class RedisAsyncTransport:
     ) -> list[bool]:
         """Delete keys, publish message on channel, then fill_many(fills) (keys that are
         not deleted): one round trip on plain Redis. Whether each fill was stored."""
-        client = self._bound().client
+        bound = self._bound()
+        client = bound.client
         with _INVALIDATE_OP:
+            if bound.wire is not None:
+                commands: list[tuple[Any, ...]] = [_drop_command(keys)] if keys else []
+                commands.append(("PUBLISH", channel, message))
+                replies = await bound.wire.call(commands + _fill_commands(fills))
+                return [bool(r) for r in replies[len(commands) :]]
             if isinstance(client, AsyncRedisCluster):
                 if keys:
                     pipe = client.pipeline()
@@ -508,13 +543,61 @@ class RedisAsyncTransport:
             return [bool(r) for r in replies[len(replies) - len(fills) :]]
 
     async def delete_model(self, prefix: str) -> None:
-        client = self._bound().client
+        bound = self._bound()
         with _SCAN_OP:
             batch: list[Any] = []
-            async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=_SCAN_BATCH):
+            match = _glob_escape(prefix) + "*"
+            async for key in bound.client.scan_iter(match=match, count=_SCAN_BATCH):
                 batch.append(key)
                 if len(batch) >= _SCAN_BATCH:
-                    await self._delete(client, batch)
+                    await self._delete(bound, batch)
                     batch.clear()
             if batch:
-                await self._delete(client, batch)
+                await self._delete(bound, batch)
+
+    # -- calls in two halves, and holds (only with a wire: see holds) ------------------
+
+    def _wire(self) -> AsyncWire:
+        wire = self._bound().wire
+        assert wire is not None, "only transports with holds have a wire"
+        return wire
+
+    async def begin_fill_many(self, fills: Fills) -> AsyncStored:
+        """fill_many(fills) in two halves (see RedisSyncTransport.begin_fill_many)."""
+        wire = self._bound().wire
+        if wire is None:
+            done = await self.fill_many(fills)  # redis.asyncio's path: at once
+
+            async def known() -> list[bool]:
+                return done
+
+            return known
+        with _FILL_OP:
+            replies = await wire.begin(_fill_commands(fills))
+        return _stored(replies, _FILL_OP, 0)
+
+    async def begin_hold(
+        self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
+    ) -> AsyncStored:
+        """See RedisSyncTransport.begin_hold."""
+        with _INVALIDATE_OP:
+            replies = await self._wire().begin(
+                _hold_commands(keys, channel, message, fills, self._lease_ms)
+            )
+        return _stored(replies, _INVALIDATE_OP, 2)
+
+    async def unhold(self, keys: Sequence[str]) -> None:
+        """See RedisSyncTransport.unhold."""
+        with _UNHOLD_OP:
+            await self._wire().quietly(_unhold_command(keys))
+
+
+def _stored(replies: AsyncReplies, op: _Translate, skip: int) -> AsyncStored:
+    """Whether each fill was stored, from the replies of a batch whose first skip
+    commands were not fills."""
+
+    async def stored() -> list[bool]:
+        with op:
+            return [bool(r) for r in (await replies())[skip:]]
+
+    return stored

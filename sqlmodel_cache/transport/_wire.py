@@ -34,20 +34,25 @@ import redis
 
 from .._forks import reset_after_fork
 
-_Reader: Any
+HiredisReader: Any
 try:
-    from hiredis import Reader as _Reader
+    from hiredis import Reader as HiredisReader
 except ImportError:  # redis-py without hiredis: PooledLine only
-    _Reader = None
+    HiredisReader = None
 
 Command = tuple[Any, ...]
 Replies = Callable[[], list[Any]]
 
-_SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
-_BROKEN = (ConnectionError, BrokenPipeError, redis.ConnectionError)
+SKIP_REPLY = ("CLIENT", "REPLY", "SKIP")
+BROKEN = (ConnectionError, BrokenPipeError, redis.ConnectionError)
 
 
-def _raise_errors(replies: list[Any]) -> list[Any]:
+def replies_reader() -> Any:
+    """A hiredis reader that hands error replies over as redis-py's ResponseError."""
+    return HiredisReader(protocolError=redis.InvalidResponse, replyError=redis.ResponseError)
+
+
+def raise_errors(replies: list[Any]) -> list[Any]:
     for reply in replies:
         if isinstance(reply, redis.ResponseError):
             raise reply
@@ -91,9 +96,9 @@ class _Line:
         if self.skips_replies is False:
             self.begin([command])()
         elif self.skips_replies:
-            self._send_only([_SKIP_REPLY, command])
+            self._send_only([SKIP_REPLY, command])
         else:
-            first = self._send_then_read_one([_SKIP_REPLY, command, ("PING",)])
+            first = self._send_then_read_one([SKIP_REPLY, command, ("PING",)])
             self.skips_replies = not isinstance(first, redis.ResponseError)
 
 
@@ -134,7 +139,7 @@ class PooledLine(_Line):
                 raise
             finally:
                 pool.release(conn)
-            return _raise_errors(got)
+            return raise_errors(got)
 
         abandoned = weakref.finalize(replies, _drop, pool, conn)
         return replies
@@ -208,7 +213,7 @@ class _Conn:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
         self.sock = sock
-        self.reader = _Reader(protocolError=redis.InvalidResponse, replyError=redis.ResponseError)
+        self.reader = replies_reader()
 
     def read(self, count: int) -> list[Any]:
         replies: list[Any] = []
@@ -287,7 +292,7 @@ class Wire(_Line):
         try:
             try:
                 got = conn.read(count)
-            except _BROKEN:
+            except BROKEN:
                 if not reused:
                     raise
                 conn.close()  # it broke before it got them: once more, on a new one
@@ -298,7 +303,7 @@ class Wire(_Line):
             conn.close()
             raise
         self._idle.append(conn)
-        return _raise_errors(got)
+        return raise_errors(got)
 
     def call(self, commands: Sequence[Command]) -> list[Any]:
         """Send commands and read their replies (raising the first error among them)."""
@@ -339,16 +344,25 @@ def _translated(exc: OSError) -> redis.RedisError:
     return redis.ConnectionError(f"Error writing to Redis: {exc}")
 
 
+def plain_settings(settings: dict[str, Any]) -> bool:
+    """Whether connections with these settings may be spoken to directly: RESP2, bytes
+    replies, hiredis to parse them, POSIX socket options to time them out."""
+    return (
+        HiredisReader is not None
+        and sys.platform != "win32"
+        and settings.get("protocol") in (None, 2, "2")
+        and not settings.get("decode_responses")
+    )
+
+
 def _eligible(client: Any) -> bool:
-    if _Reader is None or sys.platform == "win32" or type(client) is not redis.Redis:
+    if type(client) is not redis.Redis:
         return False
     pool = client.connection_pool
-    kwargs = pool.connection_kwargs
     return (
         type(pool) is redis.ConnectionPool
         and pool.connection_class in (redis.Connection, redis.UnixDomainSocketConnection)
-        and kwargs.get("protocol") in (None, 2, "2")
-        and not kwargs.get("decode_responses")
+        and plain_settings(pool.connection_kwargs)
     )
 
 
