@@ -18,7 +18,17 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from ._wire import BROKEN, SKIP_REPLY, Command, pack, plain_settings, raise_errors, replies_reader
+from ._wire import (
+    BROKEN,
+    SKIP_REPLY,
+    Command,
+    feed,
+    pack,
+    parsed,
+    plain_settings,
+    raise_errors,
+    replies_reader,
+)
 
 AsyncReplies = Callable[[], Awaitable[list[Any]]]
 
@@ -37,20 +47,13 @@ class _AsyncConn:
 
     async def read(self, count: int) -> list[Any]:
         replies: list[Any] = []
-        reader = self.reader
-        while len(replies) < count:
-            reply = reader.gets()
-            if reply is not False:
-                replies.append(reply)
-                continue
+        while not parsed(self.reader, replies, count):
             try:
                 async with asyncio.timeout(self.timeout):
                     data = await self.stream.read(65536)
             except TimeoutError as exc:
                 raise redis.TimeoutError("Timeout reading from Redis") from exc
-            if not data:
-                raise redis.ConnectionError("Redis closed the connection")
-            reader.feed(data)
+            feed(self.reader, data)
         return replies
 
     def send(self, payload: bytes) -> None:

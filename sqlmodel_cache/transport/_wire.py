@@ -52,6 +52,23 @@ def replies_reader() -> Any:
     return HiredisReader(protocolError=redis.InvalidResponse, replyError=redis.ResponseError)
 
 
+def parsed(reader: Any, replies: list[Any], count: int) -> bool:
+    """Move what reader has parsed into replies, up to count; whether that makes count."""
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is False:
+            return False
+        replies.append(reply)
+    return True
+
+
+def feed(reader: Any, data: bytes) -> None:
+    """Give reader what a receive returned (nothing: the server closed the connection)."""
+    if not data:
+        raise redis.ConnectionError("Redis closed the connection")
+    reader.feed(data)
+
+
 def raise_errors(replies: list[Any]) -> list[Any]:
     for reply in replies:
         if isinstance(reply, redis.ResponseError):
@@ -217,19 +234,12 @@ class _Conn:
 
     def read(self, count: int) -> list[Any]:
         replies: list[Any] = []
-        reader = self.reader
-        while len(replies) < count:
-            reply = reader.gets()
-            if reply is not False:
-                replies.append(reply)
-                continue
+        while not parsed(self.reader, replies, count):
             try:
                 data = self.sock.recv(65536)
             except BlockingIOError as exc:
                 raise redis.TimeoutError("Timeout reading from Redis") from exc
-            if not data:
-                raise redis.ConnectionError("Redis closed the connection")
-            reader.feed(data)
+            feed(self.reader, data)
         return replies
 
     def close(self) -> None:
