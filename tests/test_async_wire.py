@@ -1,5 +1,6 @@
 """AsyncWire, and what an AsyncSession sends over it: fills and holds in two halves.
-Real Redis servers, real databases."""
+Real Redis servers, real databases. The wire needs no greenlet; AsyncSession does
+(those tests are marked, and import it where they run)."""
 
 import asyncio
 import gc
@@ -13,7 +14,6 @@ import redis
 import redis.asyncio
 from sqlalchemy import event
 from sqlmodel import Session
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sqlmodel_cache import SQLModelCache
 from sqlmodel_cache.transport import RedisAsyncTransport
@@ -23,9 +23,6 @@ from sqlmodel_cache.transport._base import HOLD_MARK
 from .conftest import REDIS_URL, redis_server
 from .heroes import name, seed
 from .models import Hero
-from .test_async import Selects, aname, async_engine
-
-pytestmark = pytest.mark.greenlet
 
 
 def _wire(**options: Any) -> AsyncWire:
@@ -133,7 +130,12 @@ def test_a_quiet_command_leaves_nothing_unread(refused):
         asyncio.run(main(port))
 
 
+@pytest.mark.greenlet
 def test_an_async_commit_holds_its_rows_while_the_database_commits(engine, prefix, redis_client):
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from .test_async import Selects, aname, async_engine
+
     seed(engine, (1, "old"))
     seen: list[Any] = []
 
@@ -179,7 +181,11 @@ class CountingAsync(RedisAsyncTransport):
         return read
 
 
+@pytest.mark.greenlet
 def test_an_async_miss_fills_while_the_database_rolls_back(engine, prefix):
+
+    from .test_async import Selects, aname, async_engine
+
     seed(engine, (1, "a"))
     transport = CountingAsync(redis.asyncio.Redis.from_url(REDIS_URL))
     transport.calls = []
