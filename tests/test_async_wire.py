@@ -66,6 +66,21 @@ def test_a_connection_killed_while_idle_is_replaced(redis_client):
     asyncio.run(main())
 
 
+def test_a_quiet_command_is_not_lost_to_a_connection_closed_while_idle(redis_client, prefix):
+    async def main() -> None:
+        wire = _wire()
+        await wire.quietly(("PING",))  # learn that the server skips replies
+        (killed,) = await wire.call([("CLIENT", "ID")])
+        assert redis_client.client_kill_filter(_id=killed) == 1
+        deadline = time.monotonic() + 2
+        while not wire._idle[-1].stream.at_eof() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)  # until the loop has seen the server's close
+        await wire.quietly(("SET", f"{prefix}:k", "v"))
+        assert redis_client.get(f"{prefix}:k") == b"v"
+
+    asyncio.run(main())
+
+
 def _stalled(port: int) -> int:
     pid = int(redis.Redis(port=port).info("server")["process_id"])
     os.kill(pid, signal.SIGSTOP)

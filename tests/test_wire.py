@@ -3,6 +3,7 @@ and redis-py's pooled ones (PooledLine), against real Redis servers."""
 
 import gc
 import os
+import select
 import signal
 import time
 from collections.abc import Iterator
@@ -122,6 +123,16 @@ def test_a_reply_nobody_waits_for_is_skipped(line, prefix):
         line.quietly(("SET", key, value))
         assert line.call([("GET", key)]) == [value.encode()]
     assert line.skips_replies is True
+
+
+def test_a_quiet_command_is_not_lost_to_a_connection_closed_while_idle(line, redis_client, prefix):
+    line.quietly(("PING",))  # learn that the server skips replies
+    killed = _client_id(line)
+    assert redis_client.client_kill_filter(_id=killed) == 1
+    if isinstance(line, Wire):  # the server's close has reached the idle socket
+        assert select.select([line._idle[-1].sock], [], [], 2)[0]
+    line.quietly(("SET", f"{prefix}:k", "v"))  # a send there would succeed, and be lost
+    assert redis_client.get(f"{prefix}:k") == b"v"
 
 
 @pytest.mark.parametrize("kind", ["wire", "pooled"])

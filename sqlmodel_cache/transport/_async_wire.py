@@ -102,8 +102,11 @@ class AsyncWire:
 
     async def _sent(self, payload: bytes) -> tuple[_AsyncConn, bool]:
         """A connection payload was sent on, and whether it was used before."""
-        if self._idle:
+        while self._idle:
             conn = self._idle.pop()
+            if conn.stream.at_eof():  # the server closed it while idle
+                conn.close()
+                continue
             try:
                 conn.send(payload)
                 return conn, True

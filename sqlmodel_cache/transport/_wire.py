@@ -242,6 +242,15 @@ class _Conn:
             feed(self.reader, data)
         return replies
 
+    def open(self) -> bool:
+        """Whether the server has not closed this idle connection (one peek, no wait)."""
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True  # nothing to read: as an idle connection should be
+        except OSError:
+            return False
+
     def close(self) -> None:
         self._redis_conn.disconnect()
 
@@ -344,6 +353,10 @@ class Wire(_Line):
             conn.close()  # replies may follow: nobody is to read them
 
     def _send_only(self, commands: Sequence[Command]) -> None:
+        # Nothing will tell whether these commands arrived: not on a connection the
+        # server closed while it was idle (a send there succeeds, and is lost).
+        while self._idle and not self._idle[-1].open():
+            self._idle.pop().close()
         conn, _reused = self._sent(pack(commands))
         self._idle.append(conn)
 
