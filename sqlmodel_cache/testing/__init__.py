@@ -1,0 +1,1 @@
+"""Testing helpers for apps and transport authors (the contract suite lands here)."""
