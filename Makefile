@@ -4,34 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
+# The test matrix (noxfile.py): lint and types, the documentation build, the package check,
+# then the suite on the newest versions, on the oldest versions pyproject.toml allows and in
+# a sync-only install without greenlet. Environments live in .nox/ and are reused (-r).
+# The three suites run at once: each has a PostgreSQL database of its own (noxfile.py), and
+# they mostly wait on servers, so together they take about half as long as one after the
+# other on two cores. `.venv/bin/nox -r` runs all six sessions one after the other.
+CHECKS := lint docs package
+SUITES := tests floors nogreenlet
+
 .PHONY: install demo services lint typecheck test soak soak-stateful bench bench-scale clean
 
+# The developer's environment: the package (editable) with every runtime extra, and every
+# dependency group of pyproject.toml (test, lint, docs, bench, nox). pip >= 25.1 reads
+# the groups (PEP 735), hence the upgrade first.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[redis,async,postgres,otel]" --group dev
 	touch $(STAMP)
-
-# The oldest versions pyproject.toml allows (SQLAlchemy 2.0, the first SQLModel,
-# redis-py 5...) get the whole suite too: scripts/floors.py reads them from it.
-FLOOR := .venv-floor
-$(FLOOR)/.installed: pyproject.toml scripts/floors.py
-	test -x $(FLOOR)/bin/python || $(PYTHON) -m venv $(FLOOR)
-	$(FLOOR)/bin/python -m pip install -q --upgrade pip
-	$(PYTHON) scripts/floors.py > $(FLOOR)/floors.txt
-	$(FLOOR)/bin/python -m pip install -q -e ".[dev]" -c $(FLOOR)/floors.txt
-	touch $@
-
-# A sync-only install, as `pip install sqlmodel-cache[redis]` gives it: no greenlet
-# (SQLAlchemy 2.1 no longer requires it). Tests that need AsyncSession are left out.
-NOGREENLET := .venv-nogreenlet
-$(NOGREENLET)/.installed: pyproject.toml
-	test -x $(NOGREENLET)/bin/python || $(PYTHON) -m venv $(NOGREENLET)
-	$(NOGREENLET)/bin/python -m pip install -q --upgrade pip
-	$(NOGREENLET)/bin/python -m pip install -q -e ".[redis,postgres,test]"
-	$(NOGREENLET)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('greenlet') is not None)" \
-		|| { echo "greenlet got installed in $(NOGREENLET)"; exit 1; }
-	touch $@
 
 install: $(STAMP)
 
@@ -42,16 +33,19 @@ services:
 	bash scripts/services.sh
 
 lint: install
-	$(BIN)/ruff check sqlmodel_cache tests examples benchmarks
-	$(BIN)/ruff format --check sqlmodel_cache tests examples benchmarks
+	$(BIN)/ruff check sqlmodel_cache tests examples benchmarks scripts noxfile.py
+	$(BIN)/ruff format --check sqlmodel_cache tests examples benchmarks scripts noxfile.py
 
 typecheck: install
 	$(BIN)/mypy
 
-test: install $(FLOOR)/.installed $(NOGREENLET)/.installed services lint typecheck
-	$(BIN)/pytest -q
-	$(FLOOR)/bin/pytest -q -p no:cacheprovider
-	$(NOGREENLET)/bin/pytest -q -p no:cacheprovider -m "not greenlet" --ignore=tests/test_async.py
+test: install services
+	$(BIN)/nox -r -s $(CHECKS)
+	$(MAKE) --no-print-directory -j3 --output-sync=target $(addprefix nox-,$(SUITES))
+
+# One nox session (make nox-floors, ...); its output is printed when it ends.
+nox-%: install
+	$(BIN)/nox -r -s $*
 
 # Production soak: gunicorn (4 sync workers, --preload) and uvicorn (2 workers) on
 # PostgreSQL, with a Redis of its own killed, stalled and restarted empty under load.
@@ -68,14 +62,10 @@ bench: install services
 	$(BIN)/python benchmarks/bench.py
 
 # 100,000 rows, Zipf reads, 1/2/4 worker processes: prints a table and redraws
-# docs/scale.png (matplotlib comes with the bench extra).
-BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[bench]"
-	touch $@
-
-bench-scale: $(BENCH_STAMP) services
+# docs/scale.png (matplotlib comes with the bench dependency group).
+bench-scale: install services
 	$(BIN)/python benchmarks/scale.py
 
 clean:
-	rm -rf $(VENV) $(FLOOR) $(NOGREENLET) .venv-sa20 .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .nox .venv-floor .venv-nogreenlet .venv-sa20 .pytest_cache .mypy_cache \
+		.ruff_cache dist site

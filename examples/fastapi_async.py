@@ -1,7 +1,14 @@
 """A cached Hero API on FastAPI with AsyncSession and RedisAsyncTransport.
 
+    pip install "sqlmodel-cache[async]" fastapi uvicorn
+    uvicorn examples.fastapi_async:app     # SQLite (aiosqlite comes with the async extra)
+
+    pip install "sqlmodel-cache[async,postgres]" fastapi uvicorn
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/test \\
     REDIS_URL=redis://127.0.0.1:6379/0 uvicorn examples.fastapi_async:app
+
+REDIS_URL defaults to redis://127.0.0.1:6379/0; CACHE_KEY_PREFIX names its keys
+(default "heroes").
 
 GET /heroes/{id} is a session.get(): after the first request it is served from
 Redis with no SQL; PATCH and DELETE commit, and the commit invalidates it.
@@ -40,8 +47,11 @@ class HeroPatch(SQLModel):
     age: int | None = None
 
 
-def create_app(database_url: str, redis_url: str, *, key_prefix: str = "heroes") -> FastAPI:
-    """The app, with its engine at ``app.state.engine``."""
+def create_app(database_url: str, redis_url: str, *, key_prefix: str | None = None) -> FastAPI:
+    """The app, with its engine at ``app.state.engine``; keys under ``key_prefix``
+    (default: $CACHE_KEY_PREFIX, else "heroes")."""
+    if key_prefix is None:
+        key_prefix = os.environ.get("CACHE_KEY_PREFIX", "heroes")
     engine = create_async_engine(database_url)
 
     @asynccontextmanager

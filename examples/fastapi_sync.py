@@ -1,5 +1,6 @@
 """A cached Hero API on FastAPI with plain Sessions in ``def`` endpoints.
 
+    pip install "sqlmodel-cache[redis,postgres]" fastapi uvicorn
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/test \\
     REDIS_URL=redis://127.0.0.1:6379/0 uvicorn examples.fastapi_sync:app
 
@@ -7,8 +8,9 @@ CACHE_KEY_PREFIX names its keys (default "heroes"); CACHE_L1=1 adds the in-proce
 tier, kept coherent across worker processes by Redis pub/sub.
 
 FastAPI runs ``def`` endpoints in worker threads. The cache is configured with
-RedisSyncTransport, as in the migration guide; ``create_app(..., async_redis=True)``
-uses RedisAsyncTransport instead, whose blocking twin then serves these threads.
+RedisSyncTransport, as in the migration guide (docs/migration.md); ``create_app(...,
+async_redis=True)`` uses RedisAsyncTransport instead, whose blocking twin then serves
+these threads.
 """
 
 import os
@@ -46,11 +48,14 @@ def create_app(
     database_url: str,
     redis_url: str,
     *,
-    key_prefix: str = "heroes",
+    key_prefix: str | None = None,
     async_redis: bool = False,
     l1: bool = False,
 ) -> FastAPI:
-    """The app, with its engine at ``app.state.engine``."""
+    """The app, with its engine at ``app.state.engine``; keys under ``key_prefix``
+    (default: $CACHE_KEY_PREFIX, else "heroes")."""
+    if key_prefix is None:
+        key_prefix = os.environ.get("CACHE_KEY_PREFIX", "heroes")
     engine = create_engine(database_url)
 
     @asynccontextmanager
@@ -115,6 +120,5 @@ def create_app(
 app = create_app(
     os.environ.get("DATABASE_URL", "sqlite:///heroes-sync.sqlite"),
     os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-    key_prefix=os.environ.get("CACHE_KEY_PREFIX", "heroes"),
     l1=os.environ.get("CACHE_L1", "") == "1",
 )

@@ -1,9 +1,11 @@
 """Print the oldest version pyproject.toml allows of each runtime dependency, as pins.
 
-    python scripts/floors.py > floors.txt && pip install -e ".[dev]" -c floors.txt
+    python scripts/floors.py > floors.txt
+    pip install -e ".[redis,async,postgres,otel]" --group test -c floors.txt
 
-Reads ``>=`` floors from ``[project].dependencies`` and the runtime extras, so
-the "oldest versions" suite tests exactly what the package metadata promises.
+(what ``nox -s floors`` does). Reads ``>=`` floors from ``[project].dependencies``
+and the runtime extras, so the "oldest versions" suite tests exactly what the
+package metadata promises; the development tools of the dependency groups float.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-RUNTIME_EXTRAS = ("redis", "async", "postgres")
+RUNTIME_EXTRAS = ("redis", "async", "postgres", "otel")
 _FLOOR = re.compile(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*[^;]*?>=\s*([0-9][^,;\s]*)")
 
 

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Make sure a Redis server and a PostgreSQL server are reachable on loopback
-# before the test suite runs; install (apt-get) and start them if needed.
+# Make sure a Redis server, a PostgreSQL server and a three-node Redis Cluster
+# are reachable on loopback before the test suite runs; install (apt-get) and
+# start them if needed.
 #
 # Idempotent: services that already answer are left alone (never restarted,
-# never flushed, no data is ever dropped). Prints one line per service.
+# never flushed, no data is ever dropped). Prints one line per service. The only
+# Redis nodes it ever resets or stops are cluster nodes it started itself (it
+# records them under its own directory); a cluster port held by anything else
+# is used only when it belongs to a healthy cluster of exactly those ports, and
+# otherwise the script stops with an error naming the port.
 #
 # Environment:
 #   REDIS_HOST (127.0.0.1)  REDIS_PORT (6379)
 #   PGHOST     (127.0.0.1)  PGPORT     (5432)   -- user is always "postgres"
+#   REDIS_CLUSTER_PORTS ("7101 7102 7103")  the cluster's nodes, on 127.0.0.1
+#   SQLMODEL_CACHE_SERVICES_DIR (${TMPDIR:-/tmp}/sqlmodel-cache-services)
+#              this script's own directory: the cluster nodes' data, logs and
+#              pid files (REDIS_CLUSTER_DIR overrides the cluster part)
 #   CI=true    allows relaxing pg_hba.conf of an already running local cluster
 #              when password-less login fails (otherwise only done for a
 #              cluster this script installed or started).
@@ -303,49 +312,152 @@ ensure_postgres() {
 }
 
 # -------------------------------------------------------- Redis Cluster ----
-# Three primaries of our own on loopback (no replicas), for the cluster tests.
-# Their data directories are ours alone, so a half-made cluster may be reset.
+# Three primaries on loopback (no replicas), for the cluster tests.
+#
+# A node is "ours" when it reports the process id that the pid file in our own
+# directory records and our data directory: only such nodes are ever stopped,
+# reset or flushed. Ports held by anything else are used as they are when they
+# form a healthy cluster of exactly CLUSTER_PORTS; otherwise nothing is touched
+# and the script fails, naming the port.
 
 read -r -a CLUSTER_PORTS <<<"${REDIS_CLUSTER_PORTS:-7101 7102 7103}"
-CLUSTER_DIR=${REDIS_CLUSTER_DIR:-/var/lib/sqlmodel-cache-cluster}
+SERVICES_DIR=${SQLMODEL_CACHE_SERVICES_DIR:-${TMPDIR:-/tmp}/sqlmodel-cache-services}
+CLUSTER_DIR=${REDIS_CLUSTER_DIR:-$SERVICES_DIR/cluster}
 
-cluster_ok() {
-    redis-cli -h 127.0.0.1 -p "${CLUSTER_PORTS[0]}" cluster info 2>/dev/null \
-        | grep -q '^cluster_state:ok'
+# redis-cli against a cluster node, quiet and bounded in time.
+node_cli() {
+    local port=$1
+    shift
+    timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null
+}
+
+node_pong() { [[ $(node_cli "$1" ping) == PONG ]]; }
+
+node_dir() { printf '%s/%s' "$CLUSTER_DIR" "$1"; }
+
+# 0 if the node answering on $1 is one this script started.
+node_is_ours() {
+    local port=$1 dir pidfile pid reported_pid reported_dir
+    dir=$(node_dir "$port")
+    pidfile="$dir/redis.pid"
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    reported_pid=$(node_cli "$port" info server | tr -d '\r' \
+        | awk -F: '$1 == "process_id" { print $2 }') || true
+    [[ $reported_pid == "$pid" ]] || return 1
+    reported_dir=$(node_cli "$port" config get dir | sed -n 2p) || true
+    [[ -n $reported_dir && $reported_dir == "$(cd "$dir" && pwd -P)" ]]
+}
+
+# 0 if every port answers as a node of one healthy cluster whose primaries are
+# exactly CLUSTER_PORTS on 127.0.0.1.
+cluster_healthy() {
+    local port want got
+    want=$(printf '127.0.0.1:%s\n' "${CLUSTER_PORTS[@]}" | sort)
+    for port in "${CLUSTER_PORTS[@]}"; do
+        node_cli "$port" cluster info | grep -q '^cluster_state:ok' || return 1
+        got=$(node_cli "$port" cluster nodes \
+            | awk '$3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ { split($2, a, "@"); print a[1] }' \
+            | sort) || return 1
+        [[ $got == "$want" ]] || return 1
+    done
+}
+
+# Our own directories: created private, and refused if someone else owns them
+# (in a shared /tmp another user could have made them first).
+cluster_prepare_dir() {
+    local d dirs=("$CLUSTER_DIR")
+    [[ -n ${REDIS_CLUSTER_DIR:-} ]] || dirs=("$SERVICES_DIR" "$CLUSTER_DIR")
+    for d in "${dirs[@]}"; do
+        mkdir -p "$d" || die "redis-cluster: cannot create $d"
+        [[ -O $d && ! -L $d ]] || die "redis-cluster: $d is not a directory of this user's own;" \
+            "set SQLMODEL_CACHE_SERVICES_DIR to one"
+        chmod 700 "$d"
+    done
+}
+
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# Stop a node of ours (verified by the caller) and forget it.
+stop_our_node() {
+    local port=$1 dir pid
+    dir=$(node_dir "$port")
+    pid=$(<"$dir/redis.pid")
+    node_cli "$port" shutdown nosave >/dev/null || true
+    if ! wait_for 10 pid_gone "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 5 pid_gone "$pid" \
+            || die "redis-cluster: node $port (pid $pid, started by this script) does not stop"
+    fi
+    rm -f "$dir/redis.pid" "$dir/nodes-$port.conf"
+}
+
+start_our_node() {
+    local port=$1 dir
+    dir=$(node_dir "$port")
+    mkdir -p "$dir"
+    # A config left by an earlier run makes the node rejoin a cluster whose
+    # peers are gone, and 'cluster create' refuses such a node.
+    rm -f "$dir/nodes-$port.conf" "$dir/redis.pid"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file "nodes-$port.conf" --dir "$dir" \
+        --save "" --appendonly no --daemonize yes \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        || die "redis-cluster: redis-server failed to start on port $port (see $dir/redis.log)"
 }
 
 ensure_redis_cluster() {
     command -v redis-cli >/dev/null || die "redis-cluster: redis-cli is missing"
-    if cluster_ok; then
-        log "redis-cluster: already running on ports ${CLUSTER_PORTS[*]}"
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server
+    fi
+    if cluster_healthy; then
+        log "redis-cluster: already running on ports ${CLUSTER_PORTS[*]} (cluster_state:ok)"
         return
     fi
-    local port addrs=()
+    cluster_prepare_dir
+
+    # Look at every port before touching any: one foreign node stops everything.
+    local port ours=()
     for port in "${CLUSTER_PORTS[@]}"; do
-        mkdir -p "$CLUSTER_DIR/$port"
-        if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
-            redis-cli -h 127.0.0.1 -p "$port" flushall >/dev/null
-            redis-cli -h 127.0.0.1 -p "$port" cluster reset hard >/dev/null
-        else
-            # A config left by an earlier run makes the node rejoin a cluster
-            # whose peers are gone, and 'cluster create' refuses such a node.
-            rm -f "$CLUSTER_DIR/$port/nodes-$port.conf"
-            redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
-                --cluster-config-file "nodes-$port.conf" --dir "$CLUSTER_DIR/$port" \
-                --save "" --appendonly no --daemonize yes \
-                --logfile "$CLUSTER_DIR/$port/redis.log"
+        if node_pong "$port"; then
+            node_is_ours "$port" || die "redis-cluster: port $port is taken by a Redis node this" \
+                "script did not start, and ports ${CLUSTER_PORTS[*]} are not a healthy cluster;" \
+                "not touching it. Stop that node yourself (if it is yours to stop:" \
+                "redis-cli -p $port shutdown nosave) or pick free ports with REDIS_CLUSTER_PORTS."
+            ours+=("$port")
+        elif tcp_open 127.0.0.1 "$port"; then
+            die "redis-cluster: port $port is in use by a process this script did not start" \
+                "(it does not answer PING: not Redis, or password-protected); not touching it." \
+                "Free the port or pick others with REDIS_CLUSTER_PORTS."
         fi
+    done
+
+    # Nodes of ours in a broken cluster (a peer died, a create failed): their
+    # data is ours, so they are stopped and the cluster is made afresh.
+    for port in "${ours[@]}"; do
+        note "redis-cluster: restarting node $port (started by this script; cluster not healthy)"
+        stop_our_node "$port"
+    done
+
+    local addrs=()
+    for port in "${CLUSTER_PORTS[@]}"; do
+        start_our_node "$port"
         addrs+=("127.0.0.1:$port")
     done
     for port in "${CLUSTER_PORTS[@]}"; do
-        wait_for 10 redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null \
-            || die "redis-cluster: node $port did not start (see $CLUSTER_DIR/$port/redis.log)"
+        wait_for 10 node_pong "$port" \
+            || die "redis-cluster: node $port did not start (see $(node_dir "$port")/redis.log)"
+        wait_for 5 node_is_ours "$port" \
+            || die "redis-cluster: port $port answers, but not as the node this script just started" \
+                "(see $(node_dir "$port")/redis.log)"
     done
     local out
     out=$(redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes 2>&1 </dev/null) \
         || die "redis-cluster: 'redis-cli --cluster create' failed: $(printf '%s' "$out" | tail -n 3)"
-    wait_for 20 cluster_ok || die "redis-cluster: cluster_state never became ok"
-    log "redis-cluster: started on ports ${CLUSTER_PORTS[*]}"
+    wait_for 20 cluster_healthy || die "redis-cluster: cluster_state never became ok"
+    log "redis-cluster: started on ports ${CLUSTER_PORTS[*]} (data in $CLUSTER_DIR)"
 }
 
 ensure_redis

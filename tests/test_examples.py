@@ -32,7 +32,7 @@ def test_quickstart_runs_on_sqlite_and_the_embedded_cache():
     assert "second get (hit)             -> Deadpond         (no SQL)" in run.stdout
 
 
-def _crud(app: FastAPI, sync_engine) -> None:
+def _crud(app: FastAPI, sync_engine, prefix: str | None = None, redis_client=None) -> None:
     selects: list[str] = []
 
     def seen(conn, cursor, statement, *args):
@@ -49,6 +49,9 @@ def _crud(app: FastAPI, sync_engine) -> None:
         for _ in range(3):
             assert client.get(f"/heroes/{hero_id}").json()["name"] == "Deadpond"
         assert selects == []  # repeated GETs are hits
+        if prefix is not None:
+            assert SQLModelCache.get_config().key_prefix == prefix
+            assert redis_client.exists(f"{prefix}:Hero:id={hero_id}")
         patched = client.patch(f"/heroes/{hero_id}", json={"name": "Deadpond Prime"})
         assert patched.json()["name"] == "Deadpond Prime"
         assert client.get(f"/heroes/{hero_id}").json()["name"] == "Deadpond Prime"
@@ -69,9 +72,23 @@ def test_fastapi_sync_app(engine, prefix, async_redis):
 
 
 @pg_only
+def test_fastapi_sync_app_takes_its_key_prefix_from_the_environment(
+    engine, prefix, redis_client, monkeypatch
+):
+    monkeypatch.setenv("CACHE_KEY_PREFIX", prefix)
+    app = fastapi_sync.create_app(PG_URL, REDIS_URL)
+    _crud(app, app.state.engine, prefix, redis_client)
+
+
+@pg_only
 @pytest.mark.greenlet
-def test_fastapi_async_app(engine, prefix):
+@pytest.mark.parametrize("from_env", [False, True])
+def test_fastapi_async_app(engine, prefix, redis_client, monkeypatch, from_env):
     from examples import fastapi_async
 
-    app = fastapi_async.create_app(PG_URL, REDIS_URL, key_prefix=prefix)
-    _crud(app, app.state.engine.sync_engine)
+    if from_env:
+        monkeypatch.setenv("CACHE_KEY_PREFIX", prefix)
+        app = fastapi_async.create_app(PG_URL, REDIS_URL)
+    else:
+        app = fastapi_async.create_app(PG_URL, REDIS_URL, key_prefix=prefix)
+    _crud(app, app.state.engine.sync_engine, prefix, redis_client)
