@@ -7,7 +7,8 @@ import inspect
 import logging
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -19,7 +20,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from . import _listeners, _runtime  # noqa: F401 - importing _listeners attaches them
 from ._bridge import Bridge
-from ._config import BreakerConfig, CacheConfig, L1Config, Settings, check_ttl
+from ._config import BreakerConfig, CacheConfig, L1Config, Settings, ttl_seconds
 from ._errors import ConfigurationError
 from ._explain import Explanation, explain
 from ._feed import Feed
@@ -170,9 +171,9 @@ class SQLModelCache:
     @classmethod
     def configure(
         cls,
-        transport: CacheTransport | AsyncCacheTransport | None = None,
+        transport: CacheTransport | AsyncCacheTransport | str | None = None,
         *,
-        default_ttl: int = 300,
+        default_ttl: int | timedelta = 300,
         key_prefix: str = "sqlmodelcache",
         enabled: bool = True,
         l1: bool | L1Config = False,
@@ -180,7 +181,9 @@ class SQLModelCache:
         max_entry_bytes: int = 1 << 20,
         snapshot_isolation: bool = False,
     ) -> None:
-        """Set up the cache once at startup; ``transport=None`` keeps entries in process.
+        """Set up the cache once at startup; ``transport=None`` keeps entries in process,
+        a URL (``redis://``, ``rediss://``, ``unix://``) means
+        ``RedisSyncTransport.from_url(url)``. TTLs are seconds or a ``timedelta``.
 
         ``snapshot_isolation=True`` also serves gets in REPEATABLE READ and SERIALIZABLE
         transactions of a server database (by default they go to the database): a hit
@@ -191,7 +194,7 @@ class SQLModelCache:
                 "SQLModelCache is already configured: call SQLModelCache.reset() before "
                 "configuring it again"
             )
-        check_ttl("default_ttl", default_ttl, optional=False)
+        default_ttl = ttl_seconds("default_ttl", default_ttl)
         if type(key_prefix) is not str or not key_prefix or not key_prefix.isprintable():
             raise ConfigurationError(
                 f"key_prefix must be a non-empty printable str, got {key_prefix!r}"
@@ -200,6 +203,8 @@ class SQLModelCache:
             raise ConfigurationError(f"enabled must be True or False, got {enabled!r}")
         if transport is None:
             transport = MemoryTransport()
+        elif isinstance(transport, str):
+            transport = RedisSyncTransport.from_url(transport)
         listened = _check_transport(transport)
         l1_config = _l1_config(l1)
         if breaker is None:
@@ -246,7 +251,8 @@ class SQLModelCache:
 
     @classmethod
     def get_config(cls) -> Settings:
-        """The active settings: transport, default_ttl, key_prefix, enabled."""
+        """The active settings (a ``Settings``): transport, default_ttl, key_prefix, enabled,
+        l1, breaker, max_entry_bytes, snapshot_isolation."""
         return _runtime_or_raise().settings
 
     @classmethod
@@ -255,10 +261,13 @@ class SQLModelCache:
         return registry.models()
 
     @classmethod
-    def stats(cls) -> CacheStats:
-        """Counters since configure(): totals and ``by_model[name]``."""
+    def stats(cls, *, reset: bool = False) -> CacheStats:
+        """Counters since configure() (or the last reset): totals and ``by_model[name]``;
+        ``reset=True`` starts them from zero again after reading them."""
+        if type(reset) is not bool:
+            raise ConfigurationError(f"reset must be True or False, got {reset!r}")
         runtime = _runtime_or_raise()
-        return runtime.stats.snapshot(runtime.breaker.state)
+        return runtime.stats.snapshot(runtime.breaker.state, reset=reset)
 
     @classmethod
     def invalidate(cls, model: type, ident: Any) -> None:
@@ -273,6 +282,21 @@ class SQLModelCache:
             runtime.invalidate_writes(writes)
 
     @classmethod
+    def invalidate_model(cls, model: type) -> None:
+        """Drop every entry of a model (and of the classes that read its table) in Redis and
+        in every process's in-process tier."""
+        _model_info(model)
+        runtime = _runtime_or_raise()
+        route = registry.route(model)
+        if route is not None:
+            runtime.drop_models({keyspace for keyspace, _ in route.targets})
+
+    @classmethod
+    def clear(cls) -> None:
+        """Drop every entry under the configured key prefix, in every tier and process."""
+        _runtime_or_raise().clear()
+
+    @classmethod
     def explain(cls, model: type) -> Explanation:
         """Whether and how a model is cached (key, TTL, tiers), and if not, why, column by
         column; works before configure() too. ``print()`` it for a report."""
@@ -281,4 +305,24 @@ class SQLModelCache:
     @classmethod
     async def ainvalidate(cls, model: type, ident: Any) -> None:
         """``invalidate`` for async code: awaits an async transport on the running loop."""
-        await greenlet_spawn(cls.invalidate, model, ident)
+        await _on_the_loop(cls.invalidate, model, ident)
+
+    @classmethod
+    async def ainvalidate_model(cls, model: type) -> None:
+        """``invalidate_model`` for async code."""
+        await _on_the_loop(cls.invalidate_model, model)
+
+    @classmethod
+    async def aclear(cls) -> None:
+        """``clear`` for async code."""
+        await _on_the_loop(cls.clear)
+
+
+async def _on_the_loop(operation: Callable[..., None], *args: Any) -> None:
+    """Run an operation so that an async transport is awaited on the running loop (in
+    SQLAlchemy's greenlet); a sync transport is simply called (no greenlet needed)."""
+    runtime = _runtime.current
+    if runtime is not None and isinstance(runtime.transport, Bridge):
+        await greenlet_spawn(operation, *args)
+    else:
+        operation(*args)

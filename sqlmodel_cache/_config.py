@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -9,16 +10,41 @@ import attrs
 from ._errors import ConfigurationError
 
 
-def check_ttl(name: str, value: Any, *, optional: bool) -> None:
-    """Raise ConfigurationError unless value is a positive int (or None when optional)."""
-    if value is None and optional:
-        return
-    if type(value) is not int or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive int of seconds, got {value!r}")
+def ttl_seconds(name: str, value: Any) -> int:
+    """A TTL given as a positive int of seconds or a timedelta of whole seconds, in
+    seconds (Redis keeps whole seconds); else ConfigurationError naming it."""
+    if type(value) is int and value > 0:
+        return value
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+        if seconds > 0 and seconds == int(seconds):
+            return int(seconds)
+    raise ConfigurationError(
+        f"{name} must be a positive int of seconds or a timedelta of whole seconds, got {value!r}"
+    )
 
 
-def _ttl(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    check_ttl(attribute.name, value, optional=True)
+def _optional_ttl(value: Any) -> int | None:
+    return None if value is None else ttl_seconds("ttl", value)
+
+
+def seconds(name: str, value: Any) -> float:
+    """A positive number of seconds, or a timedelta, as float seconds."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if type(value) not in (int, float) or not value > 0:
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds or a timedelta, got {value!r}"
+        )
+    return float(value)
+
+
+def _ttl_float(value: Any) -> float:
+    return seconds("ttl", value)
+
+
+def _cooldown(value: Any) -> float:
+    return seconds("cooldown", value)
 
 
 def _bool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -36,38 +62,49 @@ def _positive_int(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ConfigurationError(f"{attribute.name} must be a positive int, got {value!r}")
 
 
-def _positive_seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if type(value) not in (int, float) or not value > 0:
-        raise ConfigurationError(
-            f"{attribute.name} must be a positive number of seconds, got {value!r}"
-        )
-
-
 @attrs.frozen
 class CacheConfig:
-    """How one model is cached: its TTL (None = the global default), whether at all, and
-    whether in the in-process tier (None = as configured globally)."""
+    """How one model is cached.
 
-    ttl: int | None = attrs.field(default=None, validator=_ttl)
+    Attributes:
+        ttl: seconds (an int, or a timedelta of whole seconds) its entries live; None
+            takes ``configure(default_ttl=...)``.
+        enabled: False sends every get of the model to the database (commits still
+            invalidate).
+        l1: whether its rows also live in the in-process tier; None follows
+            ``configure(l1=...)``.
+    """
+
+    ttl: int | None = attrs.field(default=None, converter=_optional_ttl)
     enabled: bool = attrs.field(default=True, validator=_bool)
     l1: bool | None = attrs.field(default=None, validator=_optional_bool)
 
 
 @attrs.frozen
 class L1Config:
-    """The in-process tier: at most maxsize rows, each kept at most ttl seconds."""
+    """The in-process tier.
+
+    Attributes:
+        maxsize: rows kept at most; the oldest goes first when full.
+        ttl: seconds (or a timedelta) a row is kept at most.
+    """
 
     maxsize: int = attrs.field(default=10_000, validator=_positive_int)
-    ttl: float = attrs.field(default=30.0, validator=_positive_seconds)
+    ttl: float = attrs.field(default=30.0, converter=_ttl_float)
 
 
 @attrs.frozen
 class BreakerConfig:
-    """The circuit breaker: open after ``failures`` consecutive cache failures (at once when
-    the cache cannot be reached), then probe it in the background every ``cooldown`` seconds."""
+    """The circuit breaker: it stops calling a failing cache and probes it for recovery.
+
+    Attributes:
+        failures: consecutive failed cache calls that open it (one, when the cache
+            cannot be reached at all).
+        cooldown: seconds (or a timedelta) between background probes while open.
+    """
 
     failures: int = attrs.field(default=3, validator=_positive_int)
-    cooldown: float = attrs.field(default=1.0, validator=_positive_seconds)
+    cooldown: float = attrs.field(default=1.0, converter=_cooldown)
 
 
 @attrs.frozen

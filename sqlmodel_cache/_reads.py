@@ -20,7 +20,7 @@ from sqlalchemy.orm.base import instance_state
 
 from . import _compat, _registry, _runtime
 from ._codec import ABSENT, freeze, mutable_positions, thaw
-from ._config import check_ttl
+from ._config import ttl_seconds
 from ._errors import ConfigurationError
 from ._flights import Flight
 from ._registry import ModelInfo, registry
@@ -115,8 +115,7 @@ def _ttl(options: Any, info: ModelInfo, runtime: _runtime.Runtime) -> int:
     ttl = options.get("cache_ttl")
     if ttl is None:
         return info.ttl(runtime.default_ttl)
-    check_ttl("execution option cache_ttl", ttl, optional=False)
-    return ttl  # type: ignore[no-any-return]
+    return ttl_seconds("execution option cache_ttl", ttl)
 
 
 def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
@@ -314,9 +313,9 @@ def _fly(
             member, values, positions = shared
             relation = info.family.get(member.codec.fingerprint)
             if relation is not None and _runtime.complete(values, relation[1]):
-                runtime.stats.hit(info.name)
+                runtime.stats.hit(info.name, key)
                 return _hit(session, info, relation[0], thaw(values, positions))
-        runtime.stats.miss(info.name)
+        runtime.stats.miss(info.name, key)
         runtime.stats.unfilled(info.name, "followed")  # the leader had nothing to share
         return state.invoke_statement()
     shared = None

@@ -24,6 +24,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, overload
 
 import sqlalchemy as sa
@@ -451,11 +452,18 @@ def _on_mapped(mapper: Mapper[Any], cls: type) -> None:
 @overload
 def cached(cls: T, /) -> T: ...
 @overload
-def cached(*, ttl: int | None = None, enabled: bool = True, l1: bool | None = None) -> Any: ...
+def cached(
+    *, ttl: int | timedelta | None = None, enabled: bool = True, l1: bool | None = None
+) -> Any: ...
 
 
 def cached(
-    cls: Any = None, /, *, ttl: int | None = None, enabled: bool = True, l1: bool | None = None
+    cls: Any = None,
+    /,
+    *,
+    ttl: int | timedelta | None = None,
+    enabled: bool = True,
+    l1: bool | None = None,
 ) -> Any:
     """Opt a table model in: ``@cached`` or ``@cached(ttl=600, enabled=True, l1=None)``."""
     config = CacheConfig(ttl=ttl, enabled=enabled, l1=l1)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._breaker import CLOSED, Breaker
 from ._codec import ABSENT, Unencodable, freeze, mutable_positions, parse, thaw
 from ._config import Settings
-from ._errors import unreachable
+from ._errors import ConfigurationError, unreachable
 from ._feed import Feed, message
 from ._flights import Flights
 from ._forks import reset_after_fork
@@ -353,7 +353,7 @@ class Runtime:
             stored, values, positions, _expires = entry
             found = info.family.get(stored.codec.fingerprint)
             if found is not None and complete(values, found[1]):
-                self.stats.hit(info.name, l1=True)
+                self.stats.hit(info.name, key, l1=True)
                 return (found[0], thaw(values, positions)), 0
         return None, l1.epoch  # read before L2, so an invalidation meanwhile is seen
 
@@ -377,13 +377,13 @@ class Runtime:
                     found = self._decode(info, key, data)
                     if type(found) is tuple:
                         self.breaker.success()
-                        self.stats.hit(info.name)
+                        self.stats.hit(info.name, key)
                         l1 = self.l1_for(info)
                         if l1 is not None:
                             self._remember(l1, key, *found, epoch)
                         return found, None, None
                     if found is OTHER_CLASS:  # another class's row: the database says None
-                        self.stats.miss(info.name)
+                        self.stats.miss(info.name, key)
                         return None, None, OTHER_CLASS
                     if found is UNREADABLE:
                         self._unreadable(info, key)
@@ -395,7 +395,7 @@ class Runtime:
             except Exception as exc:  # noqa: BLE001 - fail-open: any transport error is a miss
                 self._failed("read", info.name, exc)
                 token = None
-        self.stats.miss(info.name)
+        self.stats.miss(info.name, key)
         return None, token, None if token is not None else why_not
 
     def _decode(self, info: ModelInfo, key: str, data: bytes) -> Found | str:
@@ -649,6 +649,25 @@ class Runtime:
         elif fills:
             self.fill(fills)
 
+    def drop_models(self, keyspaces: Iterable[Keyspace]) -> None:
+        """Every entry of these keyspaces, in every tier and process (an operator's call:
+        a transport that cannot drop them is an error, not a warning)."""
+        self._require_delete_model("invalidate_model()")
+        for keyspace in keyspaces:
+            self._invalidate([keyspace.name], [], (f"{self.prefix}{keyspace.name}:",))
+
+    def clear(self) -> None:
+        """Every entry under the key prefix, in every tier and process."""
+        self._require_delete_model("clear()")
+        self._invalidate([], [], (self.prefix,))
+
+    def _require_delete_model(self, operation: str) -> None:
+        if self._delete_model is None:
+            raise ConfigurationError(
+                f"{operation} needs a transport with delete_model(prefix); "
+                f"{type(self.transport).__name__} has none"
+            )
+
     def invalidate_models(self, keyspaces: Iterable[Keyspace]) -> None:
         """Delete every entry of these keyspaces (writes whose rows are unknown)."""
         for info in keyspaces:
@@ -684,7 +703,7 @@ class Runtime:
                 stored = self._send(keys, prefixes, fills)
             except Exception as exc:  # noqa: BLE001
                 self.pending.add(keys, prefixes)
-                self._failed("invalidate", names[0], exc)
+                self._failed("invalidate", names[0] if names else None, exc)
                 self._unfilled(fills)
             else:
                 self.breaker.success()

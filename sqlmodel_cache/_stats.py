@@ -9,10 +9,15 @@ not stored (a value with no exact form, a snapshot older than the lease...).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 
 import attrs
+
+log = logging.getLogger("sqlmodel_cache")
+_debug = log.isEnabledFor  # logging caches the answer per level: one dict lookup a get
+DEBUG = logging.DEBUG
 
 _FIELDS = ("hits", "l1_hits", "misses", "fills", "invalidations", "errors", "too_large")
 
@@ -82,6 +87,9 @@ class Stats:
         self._models: dict[str, Counters] = {}
         self._lock = threading.Lock()
         self.unattributed = Counters()  # errors not tied to one model
+        # The counts at the last snapshot(reset=True), by model (None: unattributed):
+        # counters only grow, so that metrics read from them stay monotonic.
+        self._base: dict[str | None, ModelStats] = {}
 
     def for_model(self, name: str) -> Counters:
         counters = self._models.get(name)
@@ -90,14 +98,18 @@ class Stats:
                 counters = self._models.setdefault(name, Counters())
         return counters
 
-    def hit(self, name: str, *, l1: bool = False) -> None:
+    def hit(self, name: str, key: str, *, l1: bool = False) -> None:
         counters = self.for_model(name)
         counters.hits += 1
         if l1:
             counters.l1_hits += 1
+        if _debug(DEBUG):
+            log.debug("get %s: %s hit", key, "L1" if l1 else "L2")
 
-    def miss(self, name: str) -> None:
+    def miss(self, name: str, key: str) -> None:
         self.for_model(name).misses += 1
+        if _debug(DEBUG):
+            log.debug("get %s: miss", key)
 
     def fill(self, name: str) -> None:
         self.for_model(name).fills += 1
@@ -112,6 +124,8 @@ class Stats:
         """A get the database answered without the cache being read."""
         bypasses = self.for_model(name).bypasses
         bypasses[reason] = bypasses.get(reason, 0) + 1
+        if _debug(DEBUG):
+            log.debug("get of %s: bypassed (%s)", name, reason)
 
     def unfilled(self, name: str, reason: str) -> None:
         """A miss whose row was not stored."""
@@ -120,9 +134,20 @@ class Stats:
         if reason == "too_large":
             counters.too_large += 1
 
-    def snapshot(self, breaker: str = "closed") -> CacheStats:
-        by_model = {name: c.snapshot() for name, c in list(self._models.items())}
-        parts = [*by_model.values(), self.unattributed.snapshot()]
+    def raw(self) -> dict[str, ModelStats]:
+        """Every model's counts since configure(), never reset (what metrics export)."""
+        return {name: c.snapshot() for name, c in list(self._models.items())}
+
+    def snapshot(self, breaker: str = "closed", *, reset: bool = False) -> CacheStats:
+        """The counts since configure() or the last reset; reset starts them from zero."""
+        raw = self.raw()
+        unattributed = self.unattributed.snapshot()
+        base = self._base
+        by_model = {name: _minus(counts, base.get(name)) for name, counts in raw.items()}
+        parts = [*by_model.values(), _minus(unattributed, base.get(None))]
+        if reset:
+            self._base = {name: counts for name, counts in raw.items()}
+            self._base[None] = unattributed
         totals = {name: sum(getattr(p, name) for p in parts) for name in _FIELDS}
         bypasses: dict[str, int] = {}
         unfilled: dict[str, int] = {}
@@ -132,3 +157,20 @@ class Stats:
         return CacheStats(
             **totals, bypasses=bypasses, unfilled=unfilled, by_model=by_model, breaker=breaker
         )
+
+
+def _minus(now: ModelStats, before: ModelStats | None) -> ModelStats:
+    """The counts of now since before."""
+    if before is None:
+        return now
+    return ModelStats(
+        **{name: getattr(now, name) - getattr(before, name) for name in _FIELDS},
+        bypasses=_since(now.bypasses, before.bypasses),
+        unfilled=_since(now.unfilled, before.unfilled),
+    )
+
+
+def _since(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {
+        reason: n - before.get(reason, 0) for reason, n in now.items() if n > before.get(reason, 0)
+    }

@@ -21,7 +21,7 @@ from sqlmodel_cache._breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from sqlmodel_cache._pending import Pending
 from sqlmodel_cache.transport import MemoryTransport, RedisSyncTransport
 
-from .conftest import entries, free_port
+from .conftest import REDIS_URL, entries, free_port
 from .heroes import name, rename, seed
 
 TIMEOUT = 0.25
@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def client_for(port: int) -> redis.Redis:
+    """A client through a proxy on port, to the test Redis's database (TEST_REDIS_URL)."""
     return redis.Redis(
         port=port,
+        db=redis.Redis.from_url(REDIS_URL).connection_pool.connection_kwargs.get("db", 0),
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
         retry=Retry(NoBackoff(), 0),

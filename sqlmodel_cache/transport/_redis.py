@@ -221,11 +221,16 @@ class RedisSyncTransport:
 
     def get(self, key: str) -> bytes | None:
         with _GET:
+            if self._line is not None:
+                return self._line.call([("GET", key)])[0]  # type: ignore[no-any-return]
             return self.client.get(key)  # type: ignore[return-value]
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         with _SET:
-            self.client.set(key, value, ex=ttl)
+            if self._line is not None:
+                self._line.call([("SET", key, value, "EX", ttl)])
+            else:
+                self.client.set(key, value, ex=ttl)
 
     def delete(self, *keys: str) -> None:
         if keys:
@@ -289,9 +294,10 @@ class RedisSyncTransport:
     def begin_hold(
         self, keys: Sequence[str], channel: str, message: str, fills: Fills = ()
     ) -> Callable[[], list[bool]]:
-        """Just before the database commits: hold keys (see _HOLD), publish message on
-        channel and send fills (keys not held), in one write. The returned function reads
-        the replies once the commit is over: whether each fill was stored. Plain Redis."""
+        """Just before the database commits: hold keys (nobody reads or fills them until
+        unhold), publish message on channel and send fills (keys not held), in one write.
+        The returned function reads the replies once the commit is over: whether each fill
+        was stored. Plain Redis."""
         assert self._line is not None, "holds need plain Redis"
         commands = _hold_commands(keys, channel, message, fills, self._lease_ms)
         with _INVALIDATE_OP:
