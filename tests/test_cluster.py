@@ -1,7 +1,7 @@
 """Redis Cluster: three real primaries on loopback (scripts/services.sh starts them).
 
 Keys of one commit land in many slots; scripts stay single-key; pub/sub spans
-the cluster.
+the cluster. Both transports pass the contract suite on it.
 """
 
 import asyncio
@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 from sqlmodel import Session, col, select
 
 from sqlmodel_cache import SQLModelCache, _runtime
+from sqlmodel_cache.testing import AsyncTransportContract, LeasingTransportContract
 from sqlmodel_cache.transport import RedisAsyncTransport, RedisSyncTransport
 from sqlmodel_cache.transport._base import LEASE_MARK
 
@@ -36,6 +37,34 @@ def cluster_prefix(cluster: RedisCluster, prefix: str) -> Iterator[str]:
     yield prefix
     for key in list(cluster.scan_iter(match=f"{prefix}:*")):
         cluster.delete(key)
+
+
+class TestRedisClusterTransport(LeasingTransportContract):
+    lease_ttl = 1.0  # short, so that the expiry test sees an abandoned lease go
+
+    @pytest.fixture
+    def transport(self, cluster: RedisCluster) -> RedisSyncTransport:
+        return RedisSyncTransport(cluster, lease_ttl=self.lease_ttl)
+
+    @pytest.fixture
+    def namespace(self, cluster_prefix: str) -> str:
+        return cluster_prefix
+
+
+class TestAsyncRedisClusterTransport(AsyncTransportContract):
+    lease_ttl = 1.0
+
+    @pytest.fixture
+    def async_transport(self) -> Iterator[RedisAsyncTransport]:
+        # The asyncio client closes with the event loop that used it; the twin here.
+        client = redis.asyncio.RedisCluster(host="127.0.0.1", port=PORT)
+        transport = RedisAsyncTransport(client, lease_ttl=self.lease_ttl)
+        yield transport
+        transport.sync.client.close()
+
+    @pytest.fixture
+    def namespace(self, cluster_prefix: str) -> str:
+        return cluster_prefix
 
 
 def cluster_entries(cluster: RedisCluster, prefix: str) -> list[str]:
@@ -83,20 +112,6 @@ def test_hits_misses_and_one_commit_across_many_slots(engine, cluster, cluster_p
     assert names(engine, idents) == [f"H{i}" for i in idents]
     stats = SQLModelCache.stats()
     assert stats.errors == 0 and stats.hits == 40 and stats.breaker == "closed"
-
-
-def test_leases_guard_fills_on_the_cluster(engine, cluster, cluster_prefix):
-    seed(engine, 1)
-    transport = RedisSyncTransport(cluster)
-    key = f"{cluster_prefix}:Hero:id=1"
-    value, token = transport.lease(key)
-    assert value is None and token is not None
-    assert transport.lease(key) == (None, None)  # a second reader: no lease for it
-    transport.delete(key)  # a commit's invalidation voids the lease
-    assert transport.fill(key, token, b"[stale]", 60) is False
-    value, token = transport.lease(key)
-    assert token is not None and transport.fill(key, token, b"[fresh]", 60) is True
-    assert transport.lease(key) == (b"[fresh]", None)
 
 
 def test_bulk_writes_drop_the_whole_model_across_nodes(engine, cluster, cluster_prefix):

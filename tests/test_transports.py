@@ -1,16 +1,28 @@
-"""The shipped transports, MemoryTransport on its own and RedisSyncTransport on real Redis."""
+"""The shipped transports: each passes the contract suite (sqlmodel_cache.testing) on a real
+store, plus what is particular to it."""
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sqlmodel_cache import ConfigurationError, TransportError
+from sqlmodel_cache.testing import AsyncTransportContract, LeasingTransportContract
+from sqlmodel_cache.testing._async_contract import Blocking
 from sqlmodel_cache.transport import MemoryTransport, RedisAsyncTransport, RedisSyncTransport
+from sqlmodel_cache.transport._async_wire import async_wire_for
+from sqlmodel_cache.transport._wire import Wire
+
+from .conftest import REDIS_URL
+
+# redis-py's own path: the transport's wire takes only clients with plain settings.
+CLIENT_OPTIONS: dict[str, dict[str, Any]] = {"wire": {}, "redis-py": {"protocol": 3}}
 
 
 class Clock:
@@ -21,27 +33,57 @@ class Clock:
         return self.now
 
 
-def test_memory_transport_enforces_each_ttl():
-    clock = Clock()
-    store = MemoryTransport(timer=clock)
-    store.set("short", b"1", 5)
-    store.set("long", b"2", 60)
-    clock.now += 4.9
-    assert (store.get("short"), store.get("long")) == (b"1", b"2")
-    clock.now += 0.2
-    assert (store.get("short"), store.get("long")) == (None, b"2")
-    clock.now += 60
-    assert store.get("long") is None
-    assert len(store) == 0
+class TestMemoryTransport(LeasingTransportContract):
+    lease_ttl = 5.0
+
+    def make_transport(self) -> MemoryTransport:
+        self.clock = Clock()
+        return MemoryTransport(timer=self.clock, lease_ttl=self.lease_ttl)
+
+    def advance_clock(self, seconds: float) -> bool:
+        self.clock.now += seconds
+        return True
 
 
-def test_memory_transport_is_bounded_and_deletes():
+class TestRedisSyncTransport(LeasingTransportContract):
+    lease_ttl = 1.0  # short, so that the expiry test sees an abandoned lease go
+
+    @pytest.fixture(params=list(CLIENT_OPTIONS))
+    def transport(self, request: pytest.FixtureRequest) -> Iterator[RedisSyncTransport]:
+        client = redis.Redis.from_url(REDIS_URL, **CLIENT_OPTIONS[request.param])
+        transport = RedisSyncTransport(client, lease_ttl=self.lease_ttl)
+        assert isinstance(transport._line, Wire) is (request.param == "wire")
+        yield transport
+        client.close()
+
+    @pytest.fixture
+    def namespace(self, prefix: str) -> str:
+        return prefix
+
+
+class TestRedisAsyncTransport(AsyncTransportContract):
+    lease_ttl = 1.0
+
+    @pytest.fixture(params=list(CLIENT_OPTIONS))
+    def async_transport(self, request: pytest.FixtureRequest) -> Iterator[RedisAsyncTransport]:
+        # The asyncio client closes with the event loop that used it; the twin here.
+        client = redis.asyncio.Redis.from_url(REDIS_URL, **CLIENT_OPTIONS[request.param])
+        assert (async_wire_for(client) is not None) is (request.param == "wire")
+        transport = RedisAsyncTransport(client, lease_ttl=self.lease_ttl)
+        yield transport
+        transport.sync.client.close()
+
+    @pytest.fixture
+    def namespace(self, prefix: str) -> str:
+        return prefix
+
+
+def test_memory_transport_is_bounded():
     store = MemoryTransport(maxsize=3)
     for i in range(10):
         store.set(f"k{i}", b"v", 60)
     assert len(store) == 3
-    store.delete("k9", "absent")
-    assert store.get("k9") is None
+    assert [store.get(f"k{i}") for i in range(10)] == [None] * 7 + [b"v"] * 3
     with pytest.raises(ConfigurationError, match="maxsize must be a positive int"):
         MemoryTransport(maxsize=0)
 
@@ -66,16 +108,6 @@ def test_memory_transport_is_thread_safe():
         t.join()
     assert errors == []
     assert len(store) <= 50
-
-
-def test_redis_transport_round_trip(redis_client, prefix):
-    transport = RedisSyncTransport(redis_client)
-    transport.set(f"{prefix}:a", b"\x00payload", 30)
-    assert transport.get(f"{prefix}:a") == b"\x00payload"
-    assert 25 < redis_client.ttl(f"{prefix}:a") <= 30
-    transport.delete(f"{prefix}:a", f"{prefix}:absent")
-    transport.delete()
-    assert transport.get(f"{prefix}:a") is None
 
 
 def test_redis_errors_become_transport_errors():
@@ -108,12 +140,11 @@ def _lease_protocol(transport, key: str) -> None:
     assert transport.lease(key)[1] is not None  # the next reader may fill at once
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["set-nx-get", "script"])
-def test_redis_leases_with_set_nx_get_and_with_the_script(redis_client, prefix, native):
+def test_redis_leases_with_the_script_too(redis_client, prefix):
     transport = RedisSyncTransport(redis_client)
-    transport._native_lease = native  # the script is what servers before 7.0 get
+    transport._native_lease = False  # what servers before 7.0 get (the suite: SET NX GET)
     _lease_protocol(transport, f"{prefix}:row")
-    assert transport._native_lease is native
+    assert transport._native_lease is False
 
 
 class _BeforeSeven:
@@ -136,27 +167,13 @@ def test_a_server_without_set_nx_get_gets_the_lease_script(redis_client, prefix)
     assert transport._native_lease is False
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["set-nx-get", "script"])
-def test_async_redis_leases_with_set_nx_get_and_with_the_script(redis_client, prefix, native):
-    settings = redis_client.connection_pool.connection_kwargs
-    url = f"redis://{settings['host']}:{settings['port']}/{settings['db']}"
-
-    class Awaited:
-        """The async transport's lease protocol, each call run to completion."""
-
-        def __init__(self, transport: RedisAsyncTransport) -> None:
-            self.transport = transport
-
-        def __getattr__(self, name: str):
-            method = getattr(self.transport, name)
-            return lambda *args: loop.run_until_complete(method(*args))
-
-    transport = RedisAsyncTransport.from_url(url)
-    transport._native_lease = native
+def test_async_redis_leases_with_the_script_too(prefix):
+    transport = RedisAsyncTransport.from_url(REDIS_URL)
+    transport._native_lease = False
     with asyncio.Runner() as runner:
-        loop = runner.get_loop()
-        _lease_protocol(Awaited(transport), f"{prefix}:row")
-    assert transport._native_lease is native
+        _lease_protocol(Blocking(transport, runner), f"{prefix}:row")
+    assert transport._native_lease is False
+    transport.sync.client.close()
 
 
 def test_a_client_that_decodes_replies_is_refused(redis_client):
