@@ -120,6 +120,11 @@ def load_kind(state: ORMExecuteState) -> str | None:
     return None
 
 
+def lazy_load(state: ORMExecuteState) -> bool:
+    """Whether state is a relationship's lazy load (which runs no eager loaders)."""
+    return state.load_options._lazy_loaded_from is not None
+
+
 def autoflushes(state: ORMExecuteState) -> bool:
     return bool(state.load_options._autoflush)
 

@@ -85,8 +85,12 @@ def bypass_reason(state: ORMExecuteState, info: ModelInfo) -> str | None:
     if len(criteria) != 1 or not _is_get(statement, criteria[0], info, state.parameters):
         return NOT_A_GET
     kind = _compat.load_kind(state)
-    if kind is not None:
-        return NOT_A_GET if kind in ("refresh", "relationship") else kind
+    if kind == "refresh":
+        return NOT_A_GET
+    if kind is not None and kind != "relationship":
+        return kind
+    # A many-to-one's lazy load by the target's primary key (SQLAlchemy's "use_get") runs
+    # exactly the get above: served like one.
     if _compat.locks_rows(statement):
         return "for_update"
     options = _compat.loader_options_kind(statement)
@@ -141,7 +145,7 @@ def serve(state: ORMExecuteState, info: ModelInfo) -> Result[Any] | None:
     key = runtime.prefix + body
     found, epoch = runtime.recall(info, key)
     if found is not None:
-        return _hit(session, info, *found)
+        return _hit(state, info, *found)
     return _fly(state, runtime, info, body, key, epoch, ttl, writes)
 
 
@@ -305,7 +309,6 @@ def _fly(
     writes: Writes | None,
 ) -> Result[Any]:
     """Past L1: lead the key's load (Redis, then the database), or follow its leader."""
-    session = state.session
     flight = runtime.flights.lead(key)
     if flight is None:  # another load of this key is under way in this process
         shared = runtime.flights.follow(key)
@@ -314,7 +317,7 @@ def _fly(
             relation = info.family.get(member.codec.fingerprint)
             if relation is not None and _runtime.complete(values, relation[1]):
                 runtime.stats.hit(info.name, key)
-                return _hit(session, info, relation[0], thaw(values, positions))
+                return _hit(state, info, relation[0], thaw(values, positions))
         runtime.stats.miss(info.name, key)
         runtime.stats.unfilled(info.name, "followed")  # the leader had nothing to share
         return state.invoke_statement()
@@ -324,7 +327,7 @@ def _fly(
         if found is not None:
             if flight.future is not None:  # somebody follows: give them their own copy
                 shared = _shareable(*found)
-            return _hit(session, info, *found)
+            return _hit(state, info, *found)
         result, shared = _load(
             state, runtime, info, body, key, token, why_not, epoch, ttl, writes, flight
         )
@@ -413,14 +416,17 @@ _IN_TRANSACTION: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _hit(session: Session, info: ModelInfo, member: ModelInfo, values: list[Any]) -> Result[Any]:
+def _hit(
+    state: ORMExecuteState, info: ModelInfo, member: ModelInfo, values: list[Any]
+) -> Result[Any]:
     """A clean persistent instance of member's class from cached values, as the result
-    of a get of info's class."""
-    obj = _instance(session, member, values)
+    of a get of info's class (a lazy load's too: it loads no eager relationships)."""
+    eager = not _compat.lazy_load(state)
+    obj = _instance(state.session, member, values, eager=eager)
     return IteratorResult(info.result_metadata, iter((obj,)), _source_supports_scalars=True)
 
 
-def _instance(session: Session, member: ModelInfo, values: list[Any]) -> Any:
+def _instance(session: Session, member: ModelInfo, values: list[Any], *, eager: bool = True) -> Any:
     """A clean persistent instance of member's class from cached values, as the ORM's
     loader makes one (or the one the identity map holds)."""
     identity = (member.identity_class, tuple(values[i] for i in member.pk_positions), None)
@@ -439,7 +445,7 @@ def _instance(session: Session, member: ModelInfo, values: list[Any]) -> Any:
             _compat.expire(obj, unloaded)
         if session.dispatch.loaded_as_persistent:
             session.dispatch.loaded_as_persistent(session, instance_state(obj))
-        for relationship in member.eager:
+        for relationship in member.eager if eager else ():
             # The mapper eager-loads these on a database load; a hit must not leave
             # them for an implicit lazy load (MissingGreenlet under AsyncSession).
             getattr(obj, relationship)

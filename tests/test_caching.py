@@ -83,7 +83,8 @@ def test_a_hit_instance_lazy_loads_its_relationships(engine, cache, sql):
         sql.clear()
         hero = session.get(Hero, 1)
         assert sql.statements == []
-        assert hero.team.name == "Preventers"  # many-to-one: a database load, not the cache
+        assert hero.team.name == "Preventers"  # many-to-one: from the cache too
+        assert sql.statements == []
         team = session.get(Team, 7)  # the team is now in the identity map
         assert team is hero.team
         assert sorted(h.name for h in team.heroes) == ["Rusty", "Tarantula"]
