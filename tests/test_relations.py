@@ -8,7 +8,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlalchemy.orm import defaultload
+from sqlmodel import Session, col, select
 
 from sqlmodel_cache import SQLModelCache, _listeners
 from sqlmodel_cache.transport import RedisSyncTransport
@@ -66,7 +67,7 @@ def test_a_many_to_one_load_after_a_commit_sees_the_new_row(league, sql):
 def test_a_transaction_that_wrote_the_row_loads_it_from_the_database(league, sql):
     with Session(league) as session:
         hero = session.get(Hero, 1)
-        session.execute(update(Team).where(Team.id == 7).values(name="Uncommitted"))
+        session.execute(update(Team).where(col(Team.id) == 7).values(name="Uncommitted"))
         sql.clear()
         assert hero.team.name == "Uncommitted"  # its own write, not the cached row
         assert len(sql.statements) == 1
@@ -76,9 +77,8 @@ def test_a_transaction_that_wrote_the_row_loads_it_from_the_database(league, sql
 
 def test_a_load_option_on_the_parent_query_keeps_the_database(league, sql):
     with Session(league) as session:
-        hero = session.exec(
-            sa.select(Hero).where(Hero.id == 1).options(sa.orm.defaultload(Hero.team))
-        ).scalar_one()
+        query = select(Hero).where(col(Hero.id) == 1).options(defaultload(Hero.team))  # type: ignore[arg-type]
+        hero = session.exec(query).one()
         sql.clear()
         assert hero.team.name == "Preventers"
         assert len(sql.statements) == 1  # the options ride along: not exactly a get
