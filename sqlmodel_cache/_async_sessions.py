@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.util import EMPTY_DICT
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from ._many import get_many
 from ._reads import NOT_HERE, recall_get
 from ._sessions import bare
 
@@ -17,6 +18,10 @@ _O = TypeVar("_O")
 
 class AsyncCachedSession(AsyncSession):
     """SQLModel's ``AsyncSession`` with a ``get()`` that answers L1 hits without a greenlet."""
+
+    async def get_many(self, entity: type[_O], idents: Sequence[Any]) -> list[_O | None]:
+        """``await SQLModelCache.aget_many(self, entity, idents)``."""
+        return await self.run_sync(get_many, entity, idents)
 
     async def get(
         self,

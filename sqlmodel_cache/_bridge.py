@@ -20,6 +20,7 @@ _METHODS = (
     "set",
     "delete",
     "lease",
+    "lease_many",
     "fill",
     "fill_many",
     "release",

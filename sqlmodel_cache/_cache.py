@@ -7,15 +7,15 @@ import inspect
 import logging
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
-import sqlalchemy as sa
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
 from . import _listeners, _runtime  # noqa: F401 - importing _listeners attaches them
@@ -24,9 +24,9 @@ from ._config import BreakerConfig, CacheConfig, L1Config, Settings, ttl_seconds
 from ._errors import ConfigurationError
 from ._explain import Explanation, explain
 from ._feed import Feed
-from ._keys import canonical
 from ._l1 import L1
-from ._registry import ModelInfo, registry
+from ._many import get_many
+from ._registry import cached_info, registry
 from ._stats import CacheStats
 from ._writes import Writes
 from .transport import (
@@ -37,6 +37,11 @@ from .transport import (
     RedisSyncTransport,
 )
 from .transport._clients import feed_client
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+_M = TypeVar("_M")
 
 _REDIS_CLIENTS = (redis.Redis, RedisCluster, redis.asyncio.Redis, AsyncRedisCluster)
 
@@ -111,46 +116,6 @@ def _runtime_or_raise() -> _runtime.Runtime:
     if runtime is None:
         raise ConfigurationError(_runtime.NOT_CONFIGURED)
     return runtime
-
-
-def _model_info(model: Any) -> ModelInfo:
-    if not isinstance(model, type) or sa.inspect(model, raiseerr=False) is None:
-        raise ConfigurationError(f"{model!r} is not a mapped model class")
-    info = registry.info(model)
-    if info is None:
-        raise ConfigurationError(
-            f"{model.__name__} is not cached: give it __cache_config__, @cached or CachedModel"
-        )
-    return info
-
-
-def _identity(info: ModelInfo, ident: Any) -> Sequence[Any]:
-    """Primary-key values in mapper order, from ident as session.get() takes it, each
-    converted to the type the row's own key holds (a UUID given as text, say)."""
-    names = info.pk_names
-    if isinstance(ident, Mapping):
-        missing = [name for name in names if name not in ident]
-        if missing or len(ident) != len(names):
-            raise ConfigurationError(
-                f"{info.name} identity needs exactly the keys {names}, got {sorted(ident)}"
-            )
-        values = [ident[name] for name in names]
-    else:
-        values = list(ident) if isinstance(ident, (tuple, list)) else [ident]
-    if len(values) != len(names) or None in values:
-        raise ConfigurationError(
-            f"{info.name} identity needs {len(names)} non-None value(s) for {names}, got {ident!r}"
-        )
-    converted = []
-    for name, kind, value in zip(names, info.pk_types, values):
-        try:
-            converted.append(canonical(value, kind))
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"{info.name}.{name} holds {kind.__name__ if kind else 'its own'} values: "
-                f"cannot find the row of {value!r} ({exc})"
-            ) from None
-    return converted
 
 
 log = logging.getLogger("sqlmodel_cache")
@@ -272,9 +237,9 @@ class SQLModelCache:
     @classmethod
     def invalidate(cls, model: type, ident: Any) -> None:
         """Drop one row's entry, for writes the ORM did not see (raw SQL, other services)."""
-        info = _model_info(model)
+        info = cached_info(model)
         runtime = _runtime_or_raise()
-        values = _identity(info, ident)
+        values = info.identity(ident)
         route = registry.route(model)
         if route is not None:  # even with enabled=False: processes with the cache on read it
             writes = Writes()
@@ -285,7 +250,7 @@ class SQLModelCache:
     def invalidate_model(cls, model: type) -> None:
         """Drop every entry of a model (and of the classes that read its table) in Redis and
         in every process's in-process tier."""
-        _model_info(model)
+        cached_info(model)
         runtime = _runtime_or_raise()
         route = registry.route(model)
         if route is not None:
@@ -295,6 +260,19 @@ class SQLModelCache:
     def clear(cls) -> None:
         """Drop every entry under the configured key prefix, in every tier and process."""
         _runtime_or_raise().clear()
+
+    @classmethod
+    def get_many(cls, session: Session, model: type[_M], idents: Sequence[Any]) -> list[_M | None]:
+        """``session.get(model, ident)`` for each ident, in order (None where no row
+        exists): one round trip to the cache for all, one SELECT for the misses."""
+        return get_many(session, model, idents)
+
+    @classmethod
+    async def aget_many(
+        cls, session: AsyncSession, model: type[_M], idents: Sequence[Any]
+    ) -> list[_M | None]:
+        """``get_many`` for an AsyncSession."""
+        return await session.run_sync(get_many, model, idents)
 
     @classmethod
     def explain(cls, model: type) -> Explanation:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, overload
 
@@ -37,7 +37,7 @@ from ._codec import RowCodec
 from ._config import CacheConfig
 from ._errors import ConfigurationError
 from ._forks import reset_after_fork
-from ._keys import KeyTemplate, loaded_type
+from ._keys import KeyTemplate, canonical, loaded_type
 from ._statements import tables_pattern
 
 T = TypeVar("T", bound=type)
@@ -190,8 +190,49 @@ class ModelInfo:
         """The model's TTL, or the global default."""
         return self.config.ttl if self.config.ttl is not None else default
 
+    def identity(self, ident: Any) -> list[Any]:
+        """Primary-key values in mapper order, from ident as session.get() takes it, each
+        converted to the type the row's own key holds (a UUID given as text, say)."""
+        names = self.pk_names
+        if isinstance(ident, Mapping):
+            missing = [name for name in names if name not in ident]
+            if missing or len(ident) != len(names):
+                raise ConfigurationError(
+                    f"{self.name} identity needs exactly the keys {names}, got {sorted(ident)}"
+                )
+            values = [ident[name] for name in names]
+        else:
+            values = list(ident) if isinstance(ident, (tuple, list)) else [ident]
+        if len(values) != len(names) or None in values:
+            raise ConfigurationError(
+                f"{self.name} identity needs {len(names)} non-None value(s) for {names}, "
+                f"got {ident!r}"
+            )
+        converted = []
+        for name, kind, value in zip(names, self.pk_types, values):
+            try:
+                converted.append(canonical(value, kind))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{self.name}.{name} holds {kind.__name__ if kind else 'its own'} values: "
+                    f"cannot find the row of {value!r} ({exc})"
+                ) from None
+        return converted
+
     def __repr__(self) -> str:
         return f"ModelInfo({self.name})"
+
+
+def cached_info(model: Any) -> ModelInfo:
+    """The ModelInfo of a cached model class; ConfigurationError for anything else."""
+    if not isinstance(model, type) or sa.inspect(model, raiseerr=False) is None:
+        raise ConfigurationError(f"{model!r} is not a mapped model class")
+    info = registry.info(model)
+    if info is None:
+        raise ConfigurationError(
+            f"{model.__name__} is not cached: give it __cache_config__, @cached or CachedModel"
+        )
+    return info
 
 
 _warned: set[str] = set()

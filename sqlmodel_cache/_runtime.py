@@ -185,6 +185,7 @@ class Runtime:
         self._fetch = self._lease if self.leasing else self._get
         self._store = self._store_guarded if self.leasing else self._store_unguarded
         self._fill_many = getattr(transport, "fill_many", None)
+        self._lease_many = getattr(transport, "lease_many", None) if self.leasing else None
         self._begin_fills = getattr(transport, "begin_fill_many", None) if self.leasing else None
         self.channel = channel_of(settings.key_prefix) if hasattr(transport, "invalidate") else None
         holds = self.leasing and self.channel is not None and getattr(transport, "holds", False)
@@ -397,6 +398,45 @@ class Runtime:
                 token = None
         self.stats.miss(info.name, key)
         return None, token, None if token is not None else why_not
+
+    def fetch_many(
+        self, info: ModelInfo, keys: Sequence[str], epoch: int
+    ) -> list[tuple[Found | None, bytes | None, str | None]]:
+        """fetch() of each key, in one round trip where the transport can; an entry that
+        cannot answer a get of info is handled as fetch() handles it (rare: one by one)."""
+        if not self._ready():
+            for key in keys:
+                self.stats.miss(info.name, key)
+            return [(None, None, UNAVAILABLE)] * len(keys)
+        try:
+            replies = self._fetch_many(keys)
+        except Exception as exc:  # noqa: BLE001 - fail-open
+            self._failed("read", info.name, exc)
+            for key in keys:
+                self.stats.miss(info.name, key)
+            return [(None, None, UNAVAILABLE)] * len(keys)
+        self.breaker.success()
+        answers: list[tuple[Found | None, bytes | None, str | None]] = []
+        l1 = self.l1_for(info)
+        for key, (data, token) in zip(keys, replies):
+            if data is None:
+                self.stats.miss(info.name, key)
+                answers.append((None, token, None if token is not None else LEASED))
+                continue
+            found = self._decode(info, key, data)
+            if type(found) is not tuple:
+                answers.append(self.fetch(info, key, epoch))
+                continue
+            self.stats.hit(info.name, key)
+            if l1 is not None:
+                self._remember(l1, key, *found, epoch)
+            answers.append((found, None, None))
+        return answers
+
+    def _fetch_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
+        if self._lease_many is not None:
+            return self._lease_many(keys)  # type: ignore[no-any-return]
+        return [self._fetch(key) for key in keys]
 
     def _decode(self, info: ModelInfo, key: str, data: bytes) -> Found | str:
         """The class and values of an entry for a get of info, else why it cannot serve one:

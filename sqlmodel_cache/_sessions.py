@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.util import EMPTY_DICT
 from sqlmodel import Session
 
+from ._many import get_many
 from ._reads import NOT_HERE, recall_get
 
 _O = TypeVar("_O")
@@ -39,6 +40,10 @@ def bare(
 
 class CachedSession(Session):
     """``sqlmodel.Session`` with a ``get()`` that answers L1 hits at identity-map cost."""
+
+    def get_many(self, entity: type[_O], idents: Sequence[Any]) -> list[_O | None]:
+        """``SQLModelCache.get_many(self, entity, idents)``."""
+        return get_many(self, entity, idents)
 
     def get(
         self,

@@ -196,8 +196,8 @@ def _require(transport: Any, name: str) -> Any:
 
 
 class LeasingTransportContract(TransportContract):
-    """The contract, plus lease-guarded fills and, where present, fill_many, delete_model
-    and invalidate.
+    """The contract, plus lease-guarded fills and, where present, lease_many, fill_many,
+    delete_model and invalidate.
 
     ``lease_ttl``: set it to the lease TTL the transport was built with, to check that
     an abandoned lease expires.
@@ -329,6 +329,21 @@ class LeasingTransportContract(TransportContract):
         assert leasing_transport.get(key("b")) is None
         assert leasing_transport.get(key("c")) != b"[c]"
         assert fill_many([]) == []
+
+    def test_lease_many_answers_each_key_as_lease_would(
+        self, leasing_transport: Any, key: Keys
+    ) -> None:
+        lease_many = _require(leasing_transport, "lease_many")
+        leasing_transport.set(key("hit"), b"[hit]", 60)
+        _, theirs = leasing_transport.lease(key("leased"))
+        answers = lease_many([key("hit"), key("leased"), key("free"), key("free")])
+        assert answers[0] == (b"[hit]", None)
+        assert answers[1] == (None, None)
+        (value, token), second = answers[2], answers[3]
+        assert value is None and token is not None and second == (None, None)
+        assert leasing_transport.fill(key("free"), token, b"[free]", 60)
+        assert leasing_transport.fill(key("leased"), theirs, b"[theirs]", 60)
+        assert lease_many([]) == []
 
     def test_delete_model_removes_every_key_under_the_prefix_only(
         self, leasing_transport: Any, key: Keys

@@ -64,6 +64,10 @@ class MemoryTransport:
             self._entries[key] = (token, self._lease_ttl)
         return None, token
 
+    def lease_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
+        """lease() for each key."""
+        return [self.lease(key) for key in keys]
+
     def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
         with self._lock:
             item = self._entries.get(key)

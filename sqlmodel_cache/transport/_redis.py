@@ -158,6 +158,13 @@ def _fill_commands(fills: Fills) -> list[tuple[Any, ...]]:
     return [("EVAL", _FILL, 1, key, token, value, ttl) for key, token, value, ttl in fills]
 
 
+def _lease_scripts(
+    keys: Sequence[str], tokens: Sequence[bytes], lease_ms: int
+) -> list[tuple[Any, ...]]:
+    """The lease script for each key: what servers before Redis 7 get."""
+    return [("EVAL", _LEASE, 1, k, t, lease_ms, LEASE_MARK) for k, t in zip(keys, tokens)]
+
+
 def _hold_commands(
     keys: Sequence[str], channel: str, message: str, fills: Fills, lease_ms: int
 ) -> list[tuple[Any, ...]]:
@@ -260,6 +267,26 @@ class RedisSyncTransport:
                     return _native_reply(found, token)
             found = self._lease_script(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
         return _lease_reply(found, token)
+
+    def lease_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
+        """lease() for each key: one round trip on plain Redis, one per node on a cluster."""
+        tokens = [new_lease_token() for _ in keys]
+        with _LEASE_OP:
+            if self._line is None:
+                pipe: Any = self.client.pipeline()  # grouped by node
+                for key, token in zip(keys, tokens):
+                    pipe.set(key, token, nx=True, get=True, px=self._lease_ms)
+                return [_native_reply(f, t) for f, t in zip(pipe.execute(), tokens)]
+            if self._native_lease:
+                commands = [_lease_command(k, t, self._lease_ms) for k, t in zip(keys, tokens)]
+                try:
+                    found = self._line.call(commands)
+                except redis.ResponseError as exc:
+                    self._native_lease = _has_native_lease(exc)
+                else:
+                    return [_native_reply(f, t) for f, t in zip(found, tokens)]
+            found = self._line.call(_lease_scripts(keys, tokens, self._lease_ms))
+        return [_lease_reply(f, t) for f, t in zip(found, tokens)]
 
     def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
         with _FILL_OP:
@@ -494,6 +521,31 @@ class RedisAsyncTransport:
                     return _native_reply(found, token)
             found = await bound.lease(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
         return _lease_reply(found, token)
+
+    async def lease_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
+        """lease() for each key, in one round trip (one per node on a cluster)."""
+        tokens = [new_lease_token() for _ in keys]
+        bound = self._bound()
+        with _LEASE_OP:
+            if self._native_lease:
+                commands = [_lease_command(k, t, self._lease_ms) for k, t in zip(keys, tokens)]
+                try:
+                    if bound.wire is not None:
+                        found = await bound.wire.call(commands)
+                    else:
+                        pipe: Any = bound.client.pipeline()
+                        for key, token in zip(keys, tokens):
+                            pipe.set(key, token, nx=True, get=True, px=self._lease_ms)
+                        found = await pipe.execute()
+                except redis.ResponseError as exc:
+                    self._native_lease = _has_native_lease(exc)
+                else:
+                    return [_native_reply(f, t) for f, t in zip(found, tokens)]
+            found = [
+                await bound.lease(keys=[key], args=[token, self._lease_ms, LEASE_MARK])
+                for key, token in zip(keys, tokens)
+            ]
+        return [_lease_reply(f, t) for f, t in zip(found, tokens)]
 
     async def fill(self, key: str, token: bytes, value: bytes, ttl: int) -> bool:
         with _FILL_OP:
