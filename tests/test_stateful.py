@@ -319,9 +319,16 @@ def test_no_interleaving_reads_a_row_the_database_would_not_return(world: World)
     while is_held() and time.monotonic() < deadline:
         time.sleep(0.01)
     check.close()
-    with Session(world.engine) as session:
-        session.get(Hero, 1)
-    l1_hits = SQLModelCache.stats().l1_hits
-    with Session(world.engine) as session:
-        session.get(Hero, 1)
-    assert SQLModelCache.stats().l1_hits == l1_hits + 1, SQLModelCache.stats()
+    # The proxy's threads share this process's GIL: under load the feed may miss its
+    # heartbeat and turn L1 off for a moment (by design). Within a bound, L1 serves.
+    deadline = time.monotonic() + 10
+    while True:
+        with Session(world.engine) as session:
+            session.get(Hero, 1)
+        l1_hits = SQLModelCache.stats().l1_hits
+        with Session(world.engine) as session:
+            session.get(Hero, 1)
+        if SQLModelCache.stats().l1_hits == l1_hits + 1:
+            break
+        assert time.monotonic() < deadline, SQLModelCache.stats()
+        wait_for_the_feed()
