@@ -26,6 +26,8 @@ from ._explain import Explanation, explain
 from ._feed import Feed
 from ._l1 import L1
 from ._many import get_many
+from ._natural import check as check_natural_keys
+from ._natural import get_by
 from ._registry import cached_info, registry
 from ._stats import CacheStats
 from ._writes import Writes
@@ -184,6 +186,8 @@ class SQLModelCache:
             raise ConfigurationError(
                 f"snapshot_isolation must be True or False, got {snapshot_isolation!r}"
             )
+        for model in registry.models():
+            check_natural_keys(model, (registry.config(model) or CacheConfig()).natural_keys)
         settings = Settings(
             transport,
             default_ttl,
@@ -273,6 +277,17 @@ class SQLModelCache:
     ) -> list[_M | None]:
         """``get_many`` for an AsyncSession."""
         return await session.run_sync(get_many, model, idents)
+
+    @classmethod
+    def get_by(cls, session: Session, model: type[_M], **values: Any) -> _M | None:
+        """The row of model whose natural key (``CacheConfig(natural_keys=...)``) has these
+        values, or None: ``get_by(session, User, email="a@example.org")``."""
+        return get_by(session, model, values)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def aget_by(cls, session: AsyncSession, model: type[_M], **values: Any) -> _M | None:
+        """``get_by`` for an AsyncSession."""
+        return await session.run_sync(get_by, model, values)
 
     @classmethod
     def explain(cls, model: type) -> Explanation:

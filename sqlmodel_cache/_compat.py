@@ -120,6 +120,14 @@ def load_kind(state: ORMExecuteState) -> str | None:
     return None
 
 
+def history(state: Any, key: str) -> tuple[Any, Any]:
+    """An attribute's (value now, value before this flush) in after_flush; the same twice
+    when it did not change (a new or a deleted row's values stand for both)."""
+    now = state.dict.get(key)
+    deleted = state.attrs[key].history.deleted
+    return now, deleted[0] if deleted else now
+
+
 def lazy_load(state: ORMExecuteState) -> bool:
     """Whether state is a relationship's lazy load (which runs no eager loaders)."""
     return state.load_options._lazy_loaded_from is not None

@@ -47,6 +47,30 @@ def _cooldown(value: Any) -> float:
     return seconds("cooldown", value)
 
 
+def _natural_keys(value: Any) -> tuple[tuple[str, ...], ...]:
+    """Natural keys as given (names, or tuples of names) as tuples of attribute names."""
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise ConfigurationError(
+            "natural_keys must be a tuple of attribute names or of tuples of names, "
+            f"e.g. ('email', ('tenant_id', 'slug')); got {value!r}"
+        )
+    keys: list[tuple[str, ...]] = []
+    for item in value:
+        fields = (item,) if isinstance(item, str) else item
+        if (
+            not isinstance(fields, (tuple, list))
+            or not fields
+            or not all(isinstance(f, str) and f.isidentifier() for f in fields)
+            or len(set(fields)) != len(fields)
+        ):
+            raise ConfigurationError(
+                f"each natural key must be an attribute name or a tuple of distinct names, "
+                f"got {item!r}"
+            )
+        keys.append(tuple(fields))
+    return tuple(keys)
+
+
 def _bool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is not bool:
         raise ConfigurationError(f"{attribute.name} must be True or False, got {value!r}")
@@ -73,11 +97,15 @@ class CacheConfig:
             invalidate).
         l1: whether its rows also live in the in-process tier; None follows
             ``configure(l1=...)``.
+        natural_keys: unique attributes (a name, or a tuple of names for a composite
+            one) that ``SQLModelCache.get_by`` finds rows by; each must be backed by a
+            unique constraint or unique index of the table.
     """
 
     ttl: int | None = attrs.field(default=None, converter=_optional_ttl)
     enabled: bool = attrs.field(default=True, validator=_bool)
     l1: bool | None = attrs.field(default=None, validator=_optional_bool)
+    natural_keys: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=_natural_keys)
 
 
 @attrs.frozen

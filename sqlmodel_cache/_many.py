@@ -53,16 +53,8 @@ def _load(
     session: Session, runtime: _runtime.Runtime, info: ModelInfo, model: type, pks: list[Identity]
 ) -> dict[Identity, Any]:
     """Rows not in the session: from the cache where it may answer, else one SELECT."""
-    reason = _session_reason(session, {}, info, runtime)
-    if reason is None and len(session.dispatch.do_orm_execute) != 1:
-        # A hook of someone else's (a tenant's criteria) would never see the hits.
-        reason = "hooks"
-    if reason is not None:
-        for _ in pks:
-            runtime.stats.bypass(info.name, reason)
+    if not with_cache(session, runtime, info, len(pks)):
         return _select(session, model, info, pks)
-    if session.autoflush:
-        _compat.autoflush(session)  # as the SELECT would, before the cache is asked
     writes = writes_of(session)
     keys: dict[Identity, str] = {}
     for pk in pks:
@@ -74,7 +66,7 @@ def _load(
     found, tokens, epoch = _from_cache(session, runtime, info, keys)
     rest = [pk for pk in pks if pk not in found]
     if rest:
-        no_fill = _why_no_fill(session, info, writes)
+        no_fill = why_no_fill(session, info, writes)
         loaded = _select(session, model, info, rest)
         found.update(loaded)
         for pk, token in tokens.items():
@@ -132,7 +124,23 @@ def _fill(
         defer_fill(session, runtime, fill)
 
 
-def _why_no_fill(session: Session, info: ModelInfo, writes: Any) -> str | None:
+def with_cache(session: Session, runtime: _runtime.Runtime, info: ModelInfo, gets: int) -> bool:
+    """Whether the cache may answer gets of info in session now, as for a single get (the
+    gets bypassed are counted); autoflushes first, as the SELECT instead would."""
+    reason = _session_reason(session, {}, info, runtime)
+    if reason is None and len(session.dispatch.do_orm_execute) != 1:
+        # A hook of someone else's (a tenant's criteria) would never see the hits.
+        reason = "hooks"
+    if reason is not None:
+        for _ in range(gets):
+            runtime.stats.bypass(info.name, reason)
+        return False
+    if session.autoflush:
+        _compat.autoflush(session)
+    return True
+
+
+def why_no_fill(session: Session, info: ModelInfo, writes: Any) -> str | None:
     """Why rows about to be read may not be stored (None: they may), as for a single get."""
     if writes is not None and writes.dirty:
         return "transaction_writes"  # it may read its own uncommitted writes

@@ -38,6 +38,7 @@ from ._config import CacheConfig
 from ._errors import ConfigurationError
 from ._forks import reset_after_fork
 from ._keys import KeyTemplate, canonical, loaded_type
+from ._natural import natural_keys_of
 from ._statements import tables_pattern
 
 T = TypeVar("T", bound=type)
@@ -119,6 +120,7 @@ class ModelInfo:
         "keyspace",
         "mapper",
         "name",
+        "natural",
         "param_key_set",
         "param_keys",
         "pk_names",
@@ -169,6 +171,7 @@ class ModelInfo:
             _warn_uncached(self)
         self.get_clause: Any = None
         self.refresh_get_clause()
+        self.natural = natural_keys_of(mapper, config.natural_keys, keyspace.name)
 
     def refresh_get_clause(self) -> bool:
         """Take the mapper's current primary-key clause; True if it had changed.
@@ -494,7 +497,11 @@ def _on_mapped(mapper: Mapper[Any], cls: type) -> None:
 def cached(cls: T, /) -> T: ...
 @overload
 def cached(
-    *, ttl: int | timedelta | None = None, enabled: bool = True, l1: bool | None = None
+    *,
+    ttl: int | timedelta | None = None,
+    enabled: bool = True,
+    l1: bool | None = None,
+    natural_keys: Sequence[str | Sequence[str]] = (),
 ) -> Any: ...
 
 
@@ -505,9 +512,11 @@ def cached(
     ttl: int | timedelta | None = None,
     enabled: bool = True,
     l1: bool | None = None,
+    natural_keys: Sequence[str | Sequence[str]] = (),
 ) -> Any:
-    """Opt a table model in: ``@cached`` or ``@cached(ttl=600, enabled=True, l1=None)``."""
-    config = CacheConfig(ttl=ttl, enabled=enabled, l1=l1)
+    """Opt a table model in: ``@cached`` or ``@cached(ttl=600, enabled=True, l1=None,
+    natural_keys=("email",))``."""
+    config = CacheConfig(ttl=ttl, enabled=enabled, l1=l1, natural_keys=natural_keys)
 
     def decorate(target: T) -> T:
         if not isinstance(target, type) or sa.inspect(target, raiseerr=False) is None:

@@ -399,6 +399,30 @@ class Runtime:
         self.stats.miss(info.name, key)
         return None, token, None if token is not None else why_not
 
+    def lease_entry(self, info: ModelInfo, key: str) -> tuple[bytes | None, bytes | None]:
+        """An entry that is not a row (a natural key's): (value, None) when stored, else
+        (None, the lease to fill it under, or None)."""
+        if not self._ready():
+            return None, None
+        try:
+            found = self._fetch(key)
+        except Exception as exc:  # noqa: BLE001 - fail-open
+            self._failed("read", info.name, exc)
+            return None, None
+        self.breaker.success()
+        return found
+
+    def drop_entry(self, info: ModelInfo, key: str) -> None:
+        """Delete an entry found stale (a natural key's whose row changed)."""
+        if not self._ready():
+            return
+        try:
+            self.transport.delete(key)
+        except Exception as exc:  # noqa: BLE001 - it stays stale, and is checked again
+            self._failed("delete", info.name, exc)
+        else:
+            self.breaker.success()
+
     def fetch_many(
         self, info: ModelInfo, keys: Sequence[str], epoch: int
     ) -> list[tuple[Found | None, bytes | None, str | None]]:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from sqlalchemy.orm.base import instance_state
 
 from . import _compat, _runtime, _statements
+from ._natural import changed_bodies
 from ._registry import Route, registry
 
 if TYPE_CHECKING:
@@ -247,6 +248,12 @@ def _collect(objects: Any, writes: Writes) -> None:
             pk = [dict_.get(name) for name in route.pk_names]
             if None not in pk:
                 writes.add_row(route, pk)
+        info = registry.info(type(obj))
+        if info is not None and info.natural:
+            # The natural-key entries of the values before and after: get_by checks
+            # every row it is led to anyway, but these go at commit with the row.
+            rows = writes.rows.setdefault(info.keyspace, set())
+            rows.update(changed_bodies(info, state))
 
 
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Time,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy import DateTime as SADateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -229,3 +230,19 @@ class NoteWriter(Base):
     """A write model over the note table, not cached itself."""
 
     __table__ = Note.__table__  # type: ignore[attr-defined]
+
+
+# -- natural keys --------------------------------------------------------------------
+
+
+class Member(SQLModel, table=True):
+    """Found by email, or by (tenant_id, slug): both unique."""
+
+    __cache_config__ = CacheConfig(natural_keys=("email", ("tenant_id", "slug")))
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True)
+    tenant_id: int
+    slug: str
+    name: str = ""
