@@ -130,7 +130,7 @@ def test_bad_lookups_are_refused(members):
     with pytest.raises(ConfigurationError, match="natural_keys must be a tuple"):
         from sqlmodel_cache import CacheConfig
 
-        CacheConfig(natural_keys="email")  # type: ignore[arg-type]
+        CacheConfig(natural_keys="email")
 
 
 def test_configure_refuses_a_natural_key_no_unique_constraint_backs():
