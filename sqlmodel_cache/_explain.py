@@ -147,6 +147,21 @@ def _relatives(info: ModelInfo) -> list[str]:
     return notes
 
 
+def _natural_keys(info: ModelInfo, settings: Settings) -> list[str]:
+    notes = []
+    for natural in info.natural:
+        named = ", ".join(natural.fields)
+        if natural.problem is not None:
+            notes.append(f"natural key ({named}) refused: {natural.problem}")
+            continue
+        parts = ":".join(f"~{f}={{{f}}}" for f in sorted(natural.fields))
+        notes.append(
+            f"natural key ({named}): get_by finds the row's key under "
+            f"{settings.key_prefix}:{info.keyspace.name}:{parts}"
+        )
+    return notes
+
+
 def explain(model: Any) -> Explanation:
     """Whether and how a model is cached, and if not, why."""
     mapper: Mapper[Any] | None = (
@@ -183,6 +198,7 @@ def explain(model: Any) -> Explanation:
     else:
         ttl, source = settings.default_ttl, "configure(default_ttl=...)"
     notes += _relatives(info)
+    notes += _natural_keys(info, settings)
     if any(not c.stored for c in columns):
         notes.append("columns not stored are loaded from the database when first accessed")
     return Explanation(

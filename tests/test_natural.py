@@ -180,3 +180,9 @@ def test_aget_by(members, prefix):
         await aengine.dispose()
 
     asyncio.run(main())
+
+
+def test_explain_names_the_natural_keys_and_their_entries():
+    report = str(SQLModelCache.explain(Member))
+    assert "natural key (email): get_by finds the row's key under" in report
+    assert "sqlmodelcache:Member:~slug={slug}:~tenant_id={tenant_id}" in report
