@@ -785,6 +785,23 @@ def run_async(pg_url: str, redis_url: str, n: int) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
 
 
+def run_relations(pg_url: str, redis_url: str) -> dict[str, Any] | None:
+    """Run benchmarks/relations.py (many-to-one loads, get_many, get_by; it prints its own
+    table); return its JSON results."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "relations.json"
+        command = [sys.executable, "-m", "benchmarks.relations", "--pg", pg_url]
+        done = subprocess.run(
+            [*command, "--redis", redis_url, "--json", str(path)],
+            check=False,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        if done.returncode != 0 or not path.exists():
+            print(f"✘ relations.py failed (exit code {done.returncode})")
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG))
@@ -795,11 +812,14 @@ def main() -> None:
         "--no-propagation", action="store_true", help="skip benchmarks/propagation.py"
     )
     parser.add_argument("--no-async", action="store_true", help="skip benchmarks/bench_async.py")
+    parser.add_argument("--no-relations", action="store_true", help="skip benchmarks/relations.py")
     args = parser.parse_args()
     results, meta = run(args.pg, args.redis, args.n)
     data = report(results, meta)
     if not args.no_async:
         data["async"] = run_async(args.pg, args.redis, args.n)
+    if not args.no_relations:
+        data["relations"] = run_relations(args.pg, args.redis)
     if not args.no_propagation:
         data["propagation"] = run_propagation(args.pg, args.redis)
     if args.json:
