@@ -1,7 +1,7 @@
 """The PostgreSQL listener: the triggers' notifications become the cache's invalidations.
 
 A daemon thread with a psycopg connection of its own, in autocommit mode,
-``LISTEN``\\ s on the key prefix's channel and waits on its socket. Each
+listens on the key prefix's channel and waits on its socket. Each
 notification names a table and the primary keys a statement touched (or none:
 the whole table); rows go to ``Runtime.invalidate_writes`` exactly as a
 commit's do, so Redis and every process's in-process tier drop them. When the
@@ -146,7 +146,9 @@ class Listener:
         self._backlog: list[str] = []  # payloads psycopg read during a query of ours
         self._kinds: dict[sa.Table, tuple[type, ...] | None] = {}
         self._said: set[str] = set()
+        self._heartbeats = 0  # heartbeat replies received (tests wait on it)
         reset_after_fork(self)
+        runtime.on_close.append(self._stop.set)  # reset() stops it at once
         self._thread = threading.Thread(
             target=self._run, name="sqlmodel-cache-pg-listener", daemon=True
         )
@@ -222,11 +224,16 @@ class Listener:
                 self._disconnect()
             if time.monotonic() - began >= _STEADY:
                 backoff = _POLL
-            if self._stop.wait(backoff):
-                break
+            self._pause(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
         if _runtime.current is not self._runtime and not self._stop.is_set():
             log.info("SQLModelCache was reset: the PostgreSQL listener on %s stops", self.channel)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before reconnecting, noticing close() and reset() within _POLL."""
+        deadline = time.monotonic() + seconds
+        while not self._stopped() and time.monotonic() < deadline:
+            self._stop.wait(min(_POLL, max(deadline - time.monotonic(), 0.0)))
 
     def _listen(self) -> None:
         """Connect, LISTEN, flush if notifications may have been lost, then wait for them."""
@@ -296,6 +303,7 @@ class Listener:
                     payloads.extend(n.extra.decode(encoding) for n in iter(pgconn.notifies, None))
                     if pinged is not None and _answered(pgconn):
                         pinged = None
+                        self._heartbeats += 1
                     if payloads:
                         self._handle(payloads)
                 if pgconn.status != pq.ConnStatus.OK:

@@ -193,8 +193,12 @@ class Runtime:
         # A hold lives lease_ttl; past half of it, a commit no longer counts on it.
         self._hold_for = getattr(transport, "lease_ttl", 0.0) / 2
         self._delete_model = getattr(transport, "delete_model", None)
+        # Called by close() (reset()): what runs on this configuration's behalf stops.
+        self.on_close: list[Callable[[], None]] = []
 
     def close(self) -> None:
+        for hook in self.on_close:
+            hook()
         if self.feed is not None:
             self.feed.close()
 

@@ -5,13 +5,13 @@ Two parts:
 - **triggers**: on every table a cached model reads, statement-level
   ``AFTER INSERT / UPDATE / DELETE`` triggers with transition tables and an
   ``AFTER TRUNCATE`` trigger call one function, ``sqlmodel_cache_notify()``,
-  which ``pg_notify``\\ s a channel named after the key prefix with the table and
-  the primary keys the statement touched (old and new ones for an UPDATE).
+  which sends a notification on a channel named after the key prefix: the table,
+  and the primary keys the statement touched (old and new ones for an UPDATE).
   PostgreSQL delivers notifications only when the transaction commits, so a
   rolled-back write never invalidates anything;
 - **the listener** (``listen()``): one daemon thread with a connection of its
-  own that ``LISTEN``\\ s on that channel and turns every notification into the
-  cache's own invalidation (Redis, and every process's in-process tier).
+  own listens on that channel and turns every notification into the cache's own
+  invalidation (Redis, and every process's in-process tier).
 
 Payloads are JSON, ``{"t": "<table>", "k": [[key values...], ...]}``, each
 shorter than PostgreSQL's 8000-byte limit: a statement's keys go out in as
@@ -36,6 +36,8 @@ from ._errors import ConfigurationError
 from ._registry import registry
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from ._pg_listen import Listener
 
 log = logging.getLogger("sqlmodel_cache")
@@ -43,6 +45,7 @@ log = logging.getLogger("sqlmodel_cache")
 __all__ = [
     "FUNCTION",
     "MAX_ROWS",
+    "Listener",
     "channel_name",
     "drop_trigger_ddl",
     "install_triggers",
@@ -80,8 +83,8 @@ DECLARE
   channel text := TG_ARGV[0];
   head text := '{{"t":' || to_json(TG_ARGV[1])::text;
   most bigint := TG_ARGV[2]::bigint;
-  key_columns text;
-  changed text;
+  key_columns text := '';
+  keys text[];
   touched bigint;
   key text;
   batch text := '';
@@ -90,8 +93,22 @@ BEGIN
     PERFORM pg_notify(channel, head || '}}');
     RETURN NULL;
   END IF;
-  EXECUTE format('SELECT count(*) FROM %I',
-                 CASE TG_OP WHEN 'INSERT' THEN '{_NEW}' ELSE '{_OLD}' END) INTO touched;
+  FOR i IN 3 .. TG_NARGS - 1 LOOP
+    key_columns := key_columns || CASE WHEN i > 3 THEN ', ' ELSE '' END || quote_ident(TG_ARGV[i]);
+  END LOOP;
+  IF TG_OP = 'UPDATE' THEN  -- old and new keys: an UPDATE may change a key
+    most := 2 * most;
+  END IF;
+  -- One query, reading at most one row past the limit: a huge statement costs no more.
+  EXECUTE format(
+    'SELECT array_agg(DISTINCT k), count(*) FROM (%s LIMIT %s) AS changed',
+    CASE TG_OP
+      WHEN 'INSERT' THEN format('SELECT jsonb_build_array(%s)::text AS k FROM {_NEW}', key_columns)
+      WHEN 'DELETE' THEN format('SELECT jsonb_build_array(%s)::text AS k FROM {_OLD}', key_columns)
+      ELSE format('SELECT jsonb_build_array(%1$s)::text AS k FROM {_OLD} UNION ALL '
+                  'SELECT jsonb_build_array(%1$s)::text FROM {_NEW}', key_columns)
+    END,
+    most + 1) INTO keys, touched;
   IF touched = 0 THEN
     RETURN NULL;
   END IF;
@@ -99,15 +116,7 @@ BEGIN
     PERFORM pg_notify(channel, head || '}}');
     RETURN NULL;
   END IF;
-  SELECT string_agg(quote_ident(TG_ARGV[i]), ', ') INTO key_columns
-    FROM generate_series(3, TG_NARGS - 1) AS i;
-  changed := CASE TG_OP
-    WHEN 'INSERT' THEN format('SELECT %s FROM {_NEW}', key_columns)
-    WHEN 'DELETE' THEN format('SELECT %s FROM {_OLD}', key_columns)
-    ELSE format('SELECT %1$s FROM {_OLD} UNION SELECT %1$s FROM {_NEW}', key_columns)
-  END;
-  FOR key IN EXECUTE format('SELECT jsonb_build_array(%s)::text FROM (%s) AS changed',
-                            key_columns, changed) LOOP
+  FOREACH key IN ARRAY keys LOOP
     IF octet_length(head) + octet_length(batch) + octet_length(key) + 9 > 7999 THEN
       IF batch = '' THEN  -- one key alone is too long: the whole table
         PERFORM pg_notify(channel, head || '}}');
@@ -207,7 +216,7 @@ def remove_triggers(
 
 
 def listen(
-    url_or_engine: str | sa.URL | sa.Engine,
+    url_or_engine: str | sa.URL | sa.Engine | AsyncEngine,
     *,
     key_prefix: str | None = None,
     flush_on_start: bool = False,
@@ -379,3 +388,12 @@ def _cursor(bind: Any) -> Iterator[Any]:
         raise
     if transaction is not None:
         transaction.commit()
+
+
+def __getattr__(name: str) -> Any:
+    # Listener needs psycopg, which the DDL helpers do not: imported on use.
+    if name == "Listener":
+        from ._pg_listen import Listener
+
+        return Listener
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
