@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -131,6 +132,25 @@ def warm(engine: sa.Engine, sql: SQLCounter, model: type, ident: Any) -> None:
     assert get(engine, sql, model, ident)[1] == 0
 
 
+class Notices:
+    """conn's notifications from now on, one at a time (psycopg 3.1 has no
+    notifies(timeout=...): a handler collects what each wait-and-poll reads)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.arrived: list[Any] = []
+        conn.add_notify_handler(self.arrived.append)
+
+    def next(self, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while not self.arrived:
+            left = deadline - time.monotonic()
+            assert left > 0, "no notification came"
+            select.select([self.conn.fileno()], [], [], left)
+            self.conn.execute("SELECT 1")  # reads what came in, handing it to the handler
+        return self.arrived.pop(0)
+
+
 class Channel:
     """Another session listening on the listener's channel: sees what the triggers send."""
 
@@ -139,6 +159,7 @@ class Channel:
         self.listener = listener
         self.conn = psycopg.connect(LIBPQ, autocommit=True)
         self.conn.execute(f'LISTEN "{channel}"')
+        self.notices = Notices(self.conn)
         self.sender = psycopg.connect(LIBPQ, autocommit=True)
         self.base = listener.handled  # both listen from here on
         self.seen = 0
@@ -151,12 +172,8 @@ class Channel:
         marker = json.dumps({"t": f"marker-{uuid.uuid4().hex}"})
         self.send(marker)
         payloads = []
-        for notify in self.conn.notifies(timeout=WAIT):
-            if notify.payload == marker:
-                break
-            payloads.append(notify.payload)
-        else:
-            raise AssertionError("the marker notification never came back")
+        while (payload := self.notices.next(WAIT).payload) != marker:
+            payloads.append(payload)
         self.seen += len(payloads) + 1
         assert self.listener.wait_handled(self.base + self.seen, WAIT)
         return [json.loads(payload) for payload in payloads if payload.startswith("{")]
@@ -517,8 +534,9 @@ def test_ddl_quotes_schemas_upper_case_and_keywords():
                 conn.execute(statement)
             assert triggers_on('"Odd Schema"."Order"', channel) == 4
             conn.execute(f'LISTEN "{channel}"')
+            notices = Notices(conn)
             conn.execute("""INSERT INTO "Odd Schema"."Order" VALUES (1, 'it''s')""")
-            [notify] = conn.notifies(timeout=WAIT, stop_after=1)
+            notify = notices.next(WAIT)
             assert json.loads(notify.payload) == {"t": "Odd Schema.Order", "k": [[1, "it's"]]}
             for statement in _drop_sql([odd], channel):
                 conn.execute(statement)
