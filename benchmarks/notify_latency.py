@@ -28,18 +28,22 @@ import argparse
 import json
 import os
 import secrets
-import select
 import statistics
 import subprocess
 import sys
 import time
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlmodel import Field, Session, SQLModel
 
+if __package__ in (None, ""):  # run as a file, as its children are: the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench import ensure_database
+from benchmarks.propagation import Lines
 from sqlmodel_cache import CacheConfig, SQLModelCache, _runtime
 from sqlmodel_cache.postgres import install_triggers, listen, remove_triggers
 from sqlmodel_cache.transport import RedisSyncTransport
@@ -57,16 +61,6 @@ class NotifyRow(SQLModel, table=True):
 
     id: int = Field(primary_key=True)
     count: int
-
-
-def ensure_database(url: URL) -> None:
-    """CREATE DATABASE url.database unless it exists (via the postgres db, AUTOCOMMIT)."""
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        query = sa.text("SELECT 1 FROM pg_database WHERE datname = :name")
-        if conn.scalar(query, {"name": url.database}) is None:
-            conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
-    admin.dispose()
 
 
 # ---------------------------------------------------------------- children --
@@ -121,27 +115,6 @@ def run_reader(pg_url: str, redis_url: str, prefix: str) -> int:
 
 
 # ------------------------------------------------------------------ writer --
-
-
-class Lines:
-    """Lines of a child's unbuffered stdout, each read with a timeout."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._fd = stream.fileno()
-        self._buffer = b""
-
-    def next(self, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
-                return None
-            chunk = os.read(self._fd, 4096)
-            if not chunk:
-                return None  # the child exited
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
 
 
 def start(role: str, pg_url: str, redis_url: str, prefix: str) -> tuple[Any, Lines]:

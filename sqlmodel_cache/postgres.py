@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql
 
 from . import _runtime
 from ._errors import ConfigurationError
-from ._registry import registry
+from ._registry import cached_info, registry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -279,15 +279,7 @@ def _tables(models: Sequence[type]) -> list[sa.Table]:
 
 
 def _keyspace(model: Any) -> Any:
-    if not isinstance(model, type) or sa.inspect(model, raiseerr=False) is None:
-        raise ConfigurationError(f"{model!r} is not a mapped model class")
-    info = registry.info(model)
-    if info is None:
-        raise ConfigurationError(
-            f"{model.__name__} is not cached: give it __cache_config__, @cached or CachedModel "
-            "(only cached models get triggers)"
-        )
-    return info.keyspace
+    return cached_info(model).keyspace  # only cached models get triggers
 
 
 def _literal(value: str) -> str:
