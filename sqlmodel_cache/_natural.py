@@ -176,9 +176,10 @@ def _select(session: Session, model: type, key: NaturalKey, values: Sequence[Any
     return session.execute(sa.select(model).where(*criteria)).scalars().one_or_none()
 
 
-def changed_bodies(info: ModelInfo, state: Any) -> list[str]:
+def changed_bodies(info: ModelInfo, state: Any, *, changed_only: bool) -> list[str]:
     """The natural-key entry bodies a flush of this object makes stale: for each natural
-    key, its values before and after (those of a new or deleted row alike)."""
+    key, its values before and after (a new or deleted row's, which stand for both; an
+    updated row's only where they changed)."""
     bodies = []
     for key in info.natural:
         if key.problem is not None:
@@ -188,6 +189,8 @@ def changed_bodies(info: ModelInfo, state: Any) -> list[str]:
             history = _compat.history(state, field)
             now.append(history[0])
             before.append(history[1])
+        if changed_only and now == before:
+            continue
         for values in (now, before):
             if None not in values:
                 bodies.append(key.template.body(values))

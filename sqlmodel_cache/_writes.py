@@ -235,7 +235,7 @@ def bulk_write(state: ORMExecuteState, route: Route) -> Result[Any] | None:
     return result  # type: ignore[no-any-return]
 
 
-def _collect(objects: Any, writes: Writes) -> None:
+def _collect(objects: Any, writes: Writes, *, updated: bool = False) -> None:
     for obj in objects:
         route = registry.route(type(obj))
         if route is None:
@@ -253,7 +253,7 @@ def _collect(objects: Any, writes: Writes) -> None:
             # The natural-key entries of the values before and after: get_by checks
             # every row it is led to anyway, but these go at commit with the row.
             rows = writes.rows.setdefault(info.keyspace, set())
-            rows.update(changed_bodies(info, state))
+            rows.update(changed_bodies(info, state, changed_only=updated))
 
 
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
@@ -263,7 +263,7 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
     writes = _writes_in(session.info, _WRITES)
     writes.dirty = True
     _collect(session.new, writes)
-    _collect(session.dirty, writes)
+    _collect(session.dirty, writes, updated=True)
     _collect(session.deleted, writes)
 
 

@@ -70,6 +70,15 @@ def test_an_orm_change_of_the_value_invalidates_old_and_new(members, sql, redis_
     assert by(members, email="z@example.org") == "Ann"
 
 
+def test_an_update_that_keeps_the_value_keeps_its_mapping(members, sql, redis_client, prefix):
+    _warm(members)
+    with Session(members) as session:
+        session.get(Member, 1).name = "Ann B."
+        session.commit()
+    assert f"{prefix}:Member:~email=a@example.org" in entries(redis_client, prefix)
+    assert by(members, email="a@example.org") == "Ann B."  # the row's entry was renewed
+
+
 def test_a_stale_mapping_is_never_followed(members, sql, redis_client, prefix):
     _warm(members)
     # A write the ORM did not make: the mapping still points at row 1, whose email moved.
