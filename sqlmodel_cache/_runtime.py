@@ -642,12 +642,7 @@ class Runtime:
         after the database has answered, as always)."""
         if self._begin_hold is None or writes.whole or not self._ready():
             return None
-        keys: list[str] = []
-        names: list[str] = []
-        for space, bodies in writes.rows.items():
-            for body in bodies:
-                keys.append(self.prefix + body)
-                names.append(space.name)
+        keys, names = self._keys_of(writes)
         if not keys:
             return None
         items = [(f.key, f.token, f.payload, f.ttl) for f in fills]
@@ -701,15 +696,20 @@ class Runtime:
         if keys:
             self._invalidate(names, keys, ())
 
-    def invalidate_writes(self, writes: Writes, fills: Sequence[Fill] = ()) -> None:
-        """Delete every entry a committed transaction's writes made stale, then store the
-        rows it read and did not write (fills), in one round trip where the transport can."""
+    def _keys_of(self, writes: Writes) -> tuple[list[str], list[str]]:
+        """The keys of the rows writes touched, and the name of each one's model."""
         keys: list[str] = []
         names: list[str] = []
         for space, bodies in writes.rows.items():
             for body in bodies:
                 keys.append(self.prefix + body)
                 names.append(space.name)
+        return keys, names
+
+    def invalidate_writes(self, writes: Writes, fills: Sequence[Fill] = ()) -> None:
+        """Delete every entry a committed transaction's writes made stale, then store the
+        rows it read and did not write (fills), in one round trip where the transport can."""
+        keys, names = self._keys_of(writes)
         if writes.whole:
             self.invalidate_models(writes.whole)
         if keys:
